@@ -1,0 +1,213 @@
+//! The native worker process's main loop over the inherited pipes (fd 3 in, fd 4 out).
+//!
+//! Single thread, blocking I/O, `poll(2)` with the time to the next heartbeat as the
+//! timeout: no mio, so nothing in the child ever touches the dispatcher's inherited epoll.
+//! Heartbeats come only from this loop, so a handler that never returns stops them.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use super::api::{level, wait_fd, NativeWorker, WorkerContext, WorkerError, WorkerRequest, Reply};
+use crate::ipc::{ConfigMeta, FlowMeta, Frame, FrameDecoder, FrameType, HelloMeta, RequestMeta};
+
+/// The request pipe's fd in a worker process.
+pub const REQUEST_FD: RawFd = 3;
+/// The reply pipe's fd in a worker process.
+pub const REPLY_FD: RawFd = 4;
+
+/// Largest frame body this runtime accepts from the dispatcher (the dispatcher enforces
+/// the pool's `max_frame_bytes`; this only bounds what a corrupt header could allocate).
+pub const MAX_BODY: u32 = 1 << 30;
+
+/// Exit status when `setup()` fails.
+pub const EXIT_SETUP_FAILED: i32 = 1;
+/// Exit status on bad input from the dispatcher (bad frame, wrong first frame).
+pub const EXIT_PROTOCOL: i32 = 2;
+/// Exit status when the worker name is not registered.
+pub const EXIT_UNKNOWN_WORKER: i32 = 3;
+
+/// Used when CONFIG carries a heartbeat interval that is not a positive number.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Entry point of a forked native worker: look `name` up, run it over fds 3/4, and
+/// return the exit status (0 on STOP or end of the request pipe).
+pub fn native_main(name: &str) -> i32 {
+    let Some(factory) = super::api::lookup(name) else {
+        eprintln_raw(&format!("rustworkers: no native worker registered as {name:?}"));
+        return EXIT_UNKNOWN_WORKER;
+    };
+    let worker = factory();
+    run_worker(worker, REQUEST_FD, REPLY_FD)
+}
+
+/// Run `worker` reading frames from `request_fd` and writing to `reply_fd`.
+pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd: RawFd) -> i32 {
+    let mut reader = Reader { fd: request_fd, decoder: FrameDecoder::new(MAX_BODY), buf: vec![0u8; 64 * 1024] };
+
+    // CONFIG is always the first frame; anything else is a broken dispatcher.
+    let config = match reader.next_blocking() {
+        Ok(Some(f)) if f.kind == FrameType::Config => match f.meta_json::<ConfigMeta>() {
+            Ok(c) => c,
+            Err(e) => return fatal(&format!("bad CONFIG meta: {e}")),
+        },
+        Ok(Some(f)) => return fatal(&format!("first frame is {} not CONFIG", f.kind.name())),
+        Ok(None) => return 0,
+        Err(e) => return fatal(&e.to_string()),
+    };
+    let mut ctx = WorkerContext::for_fd(config, reply_fd);
+
+    if let Err(msg) = worker.setup(&mut ctx) {
+        let msg = format!("worker setup failed: {msg}");
+        eprintln_raw(&msg);
+        ctx.log(level::CRITICAL, &msg);
+        return EXIT_SETUP_FAILED;
+    }
+    let hello = HelloMeta { pid: std::process::id(), credits: ctx.credits() };
+    ctx.send_frame(FrameType::Hello, 0, &hello, b"");
+    ctx.hello_sent = true;
+    ctx.last_heartbeat = Instant::now();
+
+    let mut stopping = false;
+    loop {
+        if let Some(err) = ctx.broken.take() {
+            // The dispatcher closed our reply pipe: it is gone or killing us.
+            eprintln_raw(&err.to_string());
+            return 0;
+        }
+        if stopping && ctx.in_hand().next().is_none() {
+            worker.teardown(&mut ctx);
+            return 0;
+        }
+
+        let interval = heartbeat_interval(ctx.config());
+        let since = ctx.last_heartbeat.elapsed();
+        if since >= interval {
+            ctx.send_heartbeat(Vec::new());
+            worker.on_tick(&mut ctx);
+            continue;
+        }
+        let timeout_ms = (interval - since).as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+
+        let revents = wait_fd(reader.fd, libc::POLLIN, timeout_ms);
+        if revents == 0 {
+            continue;
+        }
+        let frames = match reader.read_available() {
+            Ok(Some(frames)) => frames,
+            Ok(None) => {
+                worker.teardown(&mut ctx);
+                return 0;
+            }
+            Err(e) => return fatal(&e.to_string()),
+        };
+        for frame in frames {
+            match frame.kind {
+                FrameType::Request => {
+                    let meta = match frame.meta_json::<RequestMeta>() {
+                        Ok(m) => m,
+                        Err(e) => return fatal(&format!("bad REQUEST meta: {e}")),
+                    };
+                    let id = frame.request_id;
+                    ctx.accept_request(id);
+                    let req = WorkerRequest { id, meta, body: frame.body };
+                    if let Reply::Response { status, headers, body } = worker.handle(req, &mut ctx) {
+                        ctx.send_response(id, status, headers, &body);
+                    }
+                }
+                FrameType::Stop => stopping = true,
+                FrameType::Disconnect => {
+                    ctx.forget(frame.request_id);
+                    worker.on_disconnect(frame.request_id, &mut ctx);
+                }
+                FrameType::Config => match frame.meta_json::<ConfigMeta>() {
+                    Ok(c) => {
+                        ctx.set_config(c);
+                        worker.on_config(&mut ctx);
+                    }
+                    Err(e) => return fatal(&format!("bad CONFIG meta: {e}")),
+                },
+                FrameType::Flow => {
+                    match frame.meta_json::<FlowMeta>() {
+                        Ok(f) => ctx.set_paused(frame.request_id, f.paused),
+                        Err(e) => return fatal(&format!("bad FLOW meta: {e}")),
+                    }
+                }
+                other => return fatal(&format!("unexpected {} frame from dispatcher", other.name())),
+            }
+        }
+        worker.on_tick(&mut ctx);
+    }
+}
+
+fn heartbeat_interval(config: &ConfigMeta) -> Duration {
+    let s = config.heartbeat_interval;
+    if s.is_finite() && s > 0.0 { Duration::from_secs_f64(s.min(86_400.0)) } else { DEFAULT_HEARTBEAT }
+}
+
+/// Bad input from the dispatcher is fatal: say why on stderr and exit non-zero.
+fn fatal(why: &str) -> i32 {
+    eprintln_raw(&format!("rustworkers worker: {}", WorkerError::Protocol { what: why.to_string() }));
+    EXIT_PROTOCOL
+}
+
+/// One line to stderr with a raw write: no std stdout/stderr lock, which another
+/// thread of the parent may have held at fork time.
+pub(crate) fn eprintln_raw(msg: &str) {
+    let mut line = msg.as_bytes().to_vec();
+    line.push(b'\n');
+    let _ = super::api::write_all_fd(2, &line);
+}
+
+struct Reader {
+    fd: RawFd,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    /// Block until one whole frame arrived. `Ok(None)` on end of file.
+    fn next_blocking(&mut self) -> Result<Option<Frame>, WorkerError> {
+        loop {
+            if let Some(f) = self.decoder.next_frame().map_err(|e| WorkerError::Protocol { what: e.to_string() })? {
+                return Ok(Some(f));
+            }
+            if self.read_once()? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// One read (the fd is readable), then every complete frame. `Ok(None)` on EOF.
+    fn read_available(&mut self) -> Result<Option<Vec<Frame>>, WorkerError> {
+        if self.read_once()? == 0 {
+            return Ok(None);
+        }
+        let mut frames = Vec::new();
+        while let Some(f) = self.decoder.next_frame().map_err(|e| WorkerError::Protocol { what: e.to_string() })? {
+            frames.push(f);
+        }
+        Ok(Some(frames))
+    }
+
+    fn read_once(&mut self) -> Result<usize, WorkerError> {
+        loop {
+            // SAFETY: buf is a valid writable buffer of its length.
+            let n = unsafe { libc::read(self.fd, self.buf.as_mut_ptr().cast(), self.buf.len()) };
+            if n >= 0 {
+                let n = n as usize;
+                self.decoder.push(&self.buf[..n]);
+                return Ok(n);
+            }
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {
+                    wait_fd(self.fd, libc::POLLIN, -1);
+                    continue;
+                }
+                _ => return Err(WorkerError::RequestPipe { fd: self.fd, error: err }),
+            }
+        }
+    }
+}
