@@ -1,0 +1,747 @@
+"""The uhttp-workers 1.8.1 compatible worker API (docs/python.md, api doc §1-§17).
+
+Owns: `api`, `_parse_param`, `_match_pattern`, `Request`, `Response`, `RejectRequest`,
+`DEFERRED`, `Logger`, `ApiHandler`, `Worker` (routing, the request pipeline, hooks and the
+per-request state of deferred/streamed requests). Everything here works without a
+transport (constructed in tests); the process main loop lives in `runner.py`, which
+attaches a `transport.Transport` to a worker.
+"""
+
+import json
+import os
+import sys
+import traceback
+
+from . import httpdata
+from . import protocol as P
+
+LOG_CRITICAL = 50
+LOG_ERROR = 40
+LOG_WARNING = 30
+LOG_INFO = 20
+LOG_DEBUG = 10
+LOG_LEVEL_NAMES = {
+    LOG_CRITICAL: "CRITICAL",
+    LOG_ERROR: "ERROR",
+    LOG_WARNING: "WARNING",
+    LOG_INFO: "INFO",
+    LOG_DEBUG: "DEBUG",
+}
+_LEVELS_BY_NAME = {v.lower(): k for k, v in LOG_LEVEL_NAMES.items()}
+_LEVELS_BY_NAME["warn"] = LOG_WARNING
+
+
+def level_from(value, default=LOG_WARNING):
+    """Accept an int level or a name ('info', 'WARNING'); unknown -> default."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        if value.strip().isdigit():
+            return int(value)
+        return _LEVELS_BY_NAME.get(value.strip().lower(), default)
+    return default
+
+
+class _Deferred:
+    __slots__ = ()
+
+    def __repr__(self):
+        return "DEFERRED"
+
+    def __reduce__(self):
+        return "DEFERRED"
+
+
+DEFERRED = _Deferred()
+
+
+class ApiException(Exception):
+    pass
+
+
+class RejectRequest(ApiException):
+    """Raise in do_check or a handler: (data, status) becomes the response."""
+
+    def __init__(self, data=None, status=403):
+        # Deliberately no Exception.__init__ args: args == (), str(err) == '' (upstream).
+        self.data = {"error": "Rejected"} if data is None else data
+        self.status = status
+
+
+# ---------------------------------------------------------------- routing helpers
+
+_CONVERTERS = {"str": str, "int": int, "float": float}
+
+
+def api(pattern, *methods):
+    """Route decorator; returns the same function with `_api_pattern`/`_api_methods`.
+
+    `@api('/x', ['GET', 'POST'])` (one list argument) is accepted as the methods list
+    (QUIRK 10 fixed)."""
+    if len(methods) == 1 and isinstance(methods[0], (list, tuple)):
+        methods = tuple(methods[0])
+
+    def decorate(func):
+        func._api_pattern = pattern
+        func._api_methods = list(methods) if methods else None
+        return func
+
+    return decorate
+
+
+def _parse_param(segment):
+    """`{name}` / `{name:type}` -> (name, converter builtin); else None."""
+    if not (segment.startswith("{") and segment.endswith("}")) or len(segment) < 2:
+        return None
+    inner = segment[1:-1]
+    if ":" in inner:
+        name, type_name = inner.split(":", 1)
+    else:
+        name, type_name = inner, "str"
+    conv = _CONVERTERS.get(type_name)
+    if conv is None:
+        raise ValueError("Unknown type converter: %s" % type_name)
+    return name, conv
+
+
+def _match_pattern(pattern, path):
+    """-> dict of converted parameters ({} without parameters) or None."""
+    pat_segs = [s for s in pattern.split("/") if s]
+    path_segs = [s for s in path.split("/") if s]
+    if len(pat_segs) != len(path_segs):
+        return None
+    params = {}
+    for pseg, seg in zip(pat_segs, path_segs):
+        param = _parse_param(pseg)
+        if param is None:
+            if pseg != seg:
+                return None
+            continue
+        name, conv = param
+        try:
+            params[name] = conv(seg)
+        except (ValueError, TypeError):
+            return None
+    return params
+
+
+def _decorated(cls):
+    for name, attr in vars(cls).items():
+        if callable(attr) and hasattr(attr, "_api_pattern"):
+            yield name, attr
+
+
+# ---------------------------------------------------------------- Logger
+
+
+class Logger:
+    """uhttp-workers Logger. Records go to `sink(level, name, msg)` when set (a live
+    worker's transport), else to stderr as `LEVEL name msg`. Never raises."""
+
+    def __init__(self, name, queue=None, level=LOG_WARNING, sink=None):
+        self.name = name
+        self.level = level
+        self.queue = queue  # accepted for compatibility, unused
+        self.sink = sink
+
+    @staticmethod
+    def _format(msg, args, kwargs):
+        if not args and not kwargs:
+            return msg
+        try:
+            text = msg % args if args else msg
+            if kwargs:
+                text = text.format(**kwargs)
+            return text
+        except (TypeError, KeyError, IndexError, ValueError):
+            return f"{msg} {args} {kwargs}"
+
+    def _log(self, level, msg, args, kwargs):
+        if level < self.level:
+            return
+        text = self._format(msg, args, kwargs)
+        sink = self.sink
+        if sink is not None:
+            try:
+                sink(level, self.name, text)
+                return
+            except Exception:
+                pass
+        try:
+            sys.stderr.write("%s %s %s\n" % (LOG_LEVEL_NAMES.get(level, level), self.name, text))
+            sys.stderr.flush()
+        except Exception:
+            pass
+
+    def critical(self, msg, *args, **kwargs):
+        self._log(LOG_CRITICAL, msg, args, kwargs)
+
+    def error(self, msg, *args, **kwargs):
+        self._log(LOG_ERROR, msg, args, kwargs)
+
+    def warning(self, msg, *args, **kwargs):
+        self._log(LOG_WARNING, msg, args, kwargs)
+
+    def info(self, msg, *args, **kwargs):
+        self._log(LOG_INFO, msg, args, kwargs)
+
+    def debug(self, msg, *args, **kwargs):
+        self._log(LOG_DEBUG, msg, args, kwargs)
+
+    @property
+    def is_debug(self):
+        return self.level <= LOG_DEBUG
+
+    @property
+    def is_info(self):
+        return self.level <= LOG_INFO
+
+    @property
+    def is_warning(self):
+        return self.level <= LOG_WARNING
+
+    @property
+    def is_error(self):
+        return self.level <= LOG_ERROR
+
+
+# ---------------------------------------------------------------- Request / Response
+
+
+class Response:
+    def __init__(self, request_id, data=None, status=200, headers=None, cookies=None):
+        self.request_id = request_id
+        self.data = data
+        self.status = status
+        self.headers = headers
+        self.cookies = cookies
+
+    def __repr__(self):
+        return "Response(%r, status=%r)" % (self.request_id, self.status)
+
+
+class Request:
+    """One HTTP request as the worker sees it. Bound to its worker while live, so that
+    respond()/streaming reach the dispatcher; unbound (constructed, unpickled) requests
+    ignore those calls."""
+
+    def __init__(self, request_id, method, path, query=None, data=None, headers=None,
+                 content_type=None, remote_address=None, context=None):
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        self.query = query
+        self.data = data
+        self.headers = headers or {}
+        self.content_type = content_type
+        self.path_params = {}
+        self.remote_address = remote_address
+        self.context = context
+        self._cookies = None
+        self._worker = None
+        self._wire_id = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_worker"] = None
+        return state
+
+    def __repr__(self):
+        return "Request(%r, %r, %r)" % (self.request_id, self.method, self.path)
+
+    @property
+    def cookies(self):
+        if self._cookies is None:
+            cookies = {}
+            for part in (self.headers.get("cookie") or "").split(";"):
+                if "=" not in part:
+                    continue
+                key, value = part.split("=", 1)
+                key = key.strip()
+                if key:
+                    cookies[key] = value.strip()
+            self._cookies = cookies
+        return self._cookies
+
+    # -- responses (no-ops on an unbound request)
+
+    def respond(self, data=None, status=200, headers=None, cookies=None):
+        if self._worker is not None:
+            self._worker._respond(self, Response(self.request_id, data, status, headers, cookies))
+
+    def response_stream(self, content_type=None, headers=None, cookies=None):
+        if self._worker is None:
+            return
+        headers = dict(headers or {})
+        if "content-type" not in headers:
+            headers["content-type"] = content_type or "text/event-stream"
+        if "cache-control" not in headers:
+            headers["cache-control"] = "no-cache"
+        self._worker._stream_start(self, httpdata.encode_head(headers, cookies))
+
+    def response_ndjson(self, headers=None, cookies=None):
+        self.response_stream("application/x-ndjson", headers, cookies)
+
+    def send_event(self, data=None, event=None, event_id=None, retry=None):
+        if self._worker is not None:
+            self._worker._stream_chunk(self, format_event(data, event, event_id, retry))
+
+    def send_chunk(self, data):
+        if self._worker is not None:
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            self._worker._stream_chunk(self, bytes(data))
+
+    def send_ndjson(self, obj):
+        if self._worker is not None:
+            self._worker._stream_chunk(self, (json.dumps(obj) + "\n").encode("utf-8"))
+
+    def response_stream_end(self):
+        if self._worker is not None:
+            self._worker._stream_end(self)
+
+
+def format_event(data=None, event=None, event_id=None, retry=None):
+    """One SSE event, always framed (QUIRK 4 fixed)."""
+    lines = []
+    if event_id is not None:
+        lines.append("id: %s" % event_id)
+    if event is not None:
+        lines.append("event: %s" % event)
+    if retry is not None:
+        lines.append("retry: %s" % retry)
+    if data is not None:
+        if isinstance(data, (bytes, bytearray)):
+            data = bytes(data).decode("utf-8", "replace")
+        if isinstance(data, str):
+            lines.extend("data: " + line for line in data.split("\n"))
+        else:
+            lines.append("data: " + json.dumps(data))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+# ---------------------------------------------------------------- ApiHandler / Worker
+
+
+class ApiHandler:
+    PATTERN = ""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+
+class _Slot:
+    """Dispatcher-side bookkeeping for one request id this worker holds."""
+
+    __slots__ = ("request", "state", "streaming", "flow_paused", "buffer", "end_pending")
+
+    def __init__(self, request):
+        self.request = request
+        self.state = "handling"  # -> "open" (deferred/stream) -> removed when finished
+        self.streaming = False
+        self.flow_paused = False
+        self.buffer = []
+        self.end_pending = False
+
+
+class Worker:
+    """Base class for workers (uhttp-workers compatible)."""
+
+    HANDLERS = []
+    LOG_NAME = "{cls}[{worker_id}]"
+
+    def __init__(self, worker_id, request_queue=None, control_queue=None, response_queue=None,
+                 heartbeat_interval=1, log_level=LOG_WARNING, pool_name=None, **kwargs):
+        self._worker_id = worker_id
+        self._pool_name = pool_name
+        self.heartbeat_interval = heartbeat_interval
+        self.kwargs = kwargs
+        self.log = Logger("%s[%s]" % (type(self).__name__, worker_id), None,
+                          level_from(log_level))
+        self._routes = []
+        self._handlers = []
+        self._accepting = True
+        self._readers = {}
+        self._writers = {}
+        # live-process state (runner.py)
+        self._transport = None
+        self._pid = None
+        self._slots = {}
+        self._current = None  # the Request whose handler is running
+        self._credits_sent = None
+
+    # -- properties
+
+    @property
+    def worker_id(self):
+        return self._worker_id
+
+    @property
+    def pool_name(self):
+        return self._pool_name
+
+    @property
+    def pid(self):
+        return self._pid
+
+    # -- hooks
+
+    def setup(self):
+        pass
+
+    def teardown(self):
+        pass
+
+    def on_config(self, config):
+        pass
+
+    def on_idle(self):
+        pass
+
+    def on_disconnect(self, request_id):
+        pass
+
+    def do_check(self, request):
+        return None
+
+    def on_request_error(self, request, err):
+        self.log.error("%s %s: %s\n%s", request.method, request.path, err,
+                       traceback.format_exc())
+        return Response(request.request_id, data={"error": str(err)}, status=500)
+
+    # -- routes
+
+    def _build_routes(self):
+        routes = []
+        for cls in type(self).__mro__:
+            for name, attr in _decorated(cls):
+                routes.append((attr._api_pattern, attr._api_methods, getattr(self, name)))
+        self._handlers = []
+        for handler_cls in self.HANDLERS:
+            handler = handler_cls(self)
+            self._handlers.append(handler)
+            prefix = (handler_cls.PATTERN or "").rstrip("/")
+            for cls in type(handler).__mro__:
+                if cls is ApiHandler or cls is object:
+                    continue
+                for name, attr in _decorated(cls):
+                    routes.append((prefix + attr._api_pattern, attr._api_methods,
+                                   getattr(handler, name)))
+        # Unknown converters fail here, at build time (QUIRK 2 fixed).
+        for pattern, _methods, _handler in routes:
+            for seg in pattern.split("/"):
+                _parse_param(seg)
+        self._routes = routes
+
+    def _match_route(self, request):
+        for pattern, methods, handler in self._routes:
+            if methods is not None and request.method not in methods:
+                continue
+            params = _match_pattern(pattern, request.path)
+            if params is not None:
+                request.path_params = params
+                return handler
+        return None
+
+    def _allowed_methods(self, path):
+        """Union of the methods of every route matching `path` (QUIRK 1 fixed)."""
+        allowed = []
+        matched = False
+        for pattern, methods, _handler in self._routes:
+            if _match_pattern(pattern, path) is None:
+                continue
+            matched = True
+            for m in methods or ():
+                if m not in allowed:
+                    allowed.append(m)
+        return allowed if matched else None
+
+    # -- the request pipeline
+
+    def _process(self, request):
+        """-> Response, DEFERRED, or None (on_request_error returned None)."""
+        rid = request.request_id
+        try:
+            check = self.do_check(request)
+            if check is not None:
+                data, status = check
+                return Response(rid, data, status)
+        except RejectRequest as err:
+            return Response(rid, err.data, err.status)
+        except Exception as err:
+            self.log.error("do_check: %s\n%s", err, traceback.format_exc())
+            return Response(rid, {"error": "Internal server error"}, 500)
+
+        handler = self._match_route(request)
+        if handler is None:
+            allowed = self._allowed_methods(request.path)
+            if allowed is not None:
+                return Response(rid, {"error": "Method not allowed"}, 405,
+                                {"Allow": ", ".join(allowed)})
+            return Response(rid, {"error": "Not found"}, 404)
+
+        try:
+            result = handler(request)
+            if result is DEFERRED:
+                return DEFERRED
+            if isinstance(result, Response):
+                result.request_id = rid
+                return result
+            if isinstance(result, tuple):
+                if len(result) == 3:
+                    data, status, headers = result
+                    return Response(rid, data, status, headers)
+                data, status = result
+                return Response(rid, data, status)
+            return Response(rid, result, 200)
+        except RejectRequest as err:
+            return Response(rid, err.data, err.status)
+        except Exception as err:
+            try:
+                resp = self.on_request_error(request, err)
+            except Exception as err2:
+                self.log.error("on_request_error failed: %s\n%s", err2, traceback.format_exc())
+                return Response(rid, {"error": "Internal server error"}, 500)
+            if resp is None:
+                return None
+            if isinstance(resp, Response):
+                resp.request_id = rid
+                return resp
+            # QUIRK 11 fixed: anything else is a 500, not a lost response.
+            self.log.error("on_request_error returned %s, not a Response or None",
+                           type(resp).__name__)
+            return Response(rid, {"error": "Internal server error"}, 500)
+
+    def _handle_request(self, request):
+        """Run the pipeline; -> Response, or None for DEFERRED / no response."""
+        resp = self._process(request)
+        return None if resp is DEFERRED else resp
+
+    # -- LOG_NAME / memory limit
+
+    def _format_log_name(self):
+        template = getattr(self, "LOG_NAME", None) or Worker.LOG_NAME
+        try:
+            return template.format(cls=type(self).__name__, worker_id=self._worker_id,
+                                   pool_name=self._pool_name, pid=os.getpid())
+        except (KeyError, IndexError, ValueError) as err:
+            self.log.warning("invalid LOG_NAME %r (%s) — using default", template, err)
+            return "%s[%s]" % (type(self).__name__, self._worker_id)
+
+    def _apply_memory_limit(self):
+        mb = self.kwargs.get("worker_memory_limit_mb")
+        if not mb:
+            return
+        try:
+            import resource
+        except ImportError:
+            return
+        try:
+            limit = int(mb) * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ValueError, OSError) as err:
+            self.log.warning("RLIMIT_AS %s MB failed: %s", mb, err)
+
+    # -- control API
+
+    def keep_alive(self):
+        """Restart the timeout of the running request; outside a handler, of every
+        request in hand (QUIRK 8 fixed)."""
+        if self._transport is None:
+            return
+        if self._current is not None:
+            extend = [self._current._wire_id]
+        else:
+            extend = self._in_hand()
+        self._send_heartbeat(extend)
+
+    def pause(self):
+        self._accepting = False
+        self._update_credits()
+
+    def resume(self):
+        self._accepting = True
+        self._update_credits()
+
+    def forward(self, route, data):
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            body, ctype = bytes(data), "application/octet-stream"
+        else:
+            body, ctype = json.dumps(data).encode("utf-8"), "application/json"
+        if self._transport is None:
+            self.log.warning("forward to %s dropped: worker not running", route)
+            return
+        self._send(P.FORWARD, 0, {"route": route, "method": "POST", "content_type": ctype}, body)
+
+    def register_reader(self, fd, cb):
+        self._readers[fd] = cb
+
+    def unregister_reader(self, fd):
+        self._readers.pop(fd, None)
+
+    def register_writer(self, fd, cb):
+        self._writers[fd] = cb
+
+    def unregister_writer(self, fd):
+        self._writers.pop(fd, None)
+
+    # -- transport side (no-ops without a transport)
+
+    def _send(self, ftype, rid, meta=None, body=b""):
+        if self._transport is not None:
+            self._transport.send(ftype, rid, meta, body)
+
+    def _in_hand(self):
+        pending = [f.request_id for f in getattr(self, "_pending", ())]
+        return sorted(set(self._slots).union(pending))
+
+    def _send_heartbeat(self, extend=()):
+        self._send(P.HEARTBEAT, 0, {"in_hand": self._in_hand(), "extend": list(extend)})
+
+    def _update_credits(self):
+        if self._transport is None:
+            return
+        open_count = sum(1 for s in self._slots.values() if s.state == "open")
+        credits = (1 + open_count) if self._accepting else 0
+        if credits != self._credits_sent:
+            self._credits_sent = credits
+            self._send(P.CREDIT, 0, {"credits": credits})
+
+    def _log_sink(self, level, name, msg):
+        rid = self._current._wire_id if self._current is not None else 0
+        if not isinstance(msg, str):
+            msg = str(msg)
+        self._transport.send(P.LOG, rid or 0, {"level": level, "name": name, "msg": msg})
+
+    def _finish(self, slot, wire_id):
+        self._slots.pop(wire_id, None)
+        if slot.state == "open":
+            slot.state = "done"
+            self._update_credits()
+        slot.state = "done"
+
+    def _live_slot(self, request):
+        slot = self._slots.get(request._wire_id)
+        if slot is None or slot.request is not request or slot.state == "done":
+            return None
+        return slot
+
+    def _send_response(self, wire_id, resp, request=None):
+        try:
+            meta, body = httpdata.encode_response(resp.data, resp.status, resp.headers,
+                                                  resp.cookies)
+        except (TypeError, ValueError) as err:
+            # QUIRK 5 fixed: an unsendable response becomes a 500, never silence.
+            self.log.error("cannot send response for %s: %s",
+                           request.path if request is not None else wire_id, err)
+            meta, body = httpdata.encode_response({"error": "Internal server error"}, 500)
+        self._send(P.RESPONSE, wire_id, meta, body)
+
+    def _respond(self, request, resp):
+        slot = self._live_slot(request)
+        if slot is None:
+            return  # finished, disconnected or unknown: only the first response counts
+        if slot.streaming:
+            self.log.warning("response for %s ignored: a stream is open", request.path)
+            return
+        self._send_response(request._wire_id, resp, request)
+        self._finish(slot, request._wire_id)
+
+    def _stream_start(self, request, headers):
+        slot = self._live_slot(request)
+        if slot is None or slot.streaming:
+            return
+        slot.streaming = True
+        self._send(P.STREAM_START, request._wire_id, {"status": 200, "headers": headers})
+
+    def _stream_chunk(self, request, data):
+        slot = self._live_slot(request)
+        if slot is None or not slot.streaming or slot.end_pending:
+            return  # no open stream: ignored (documented)
+        if slot.flow_paused:
+            slot.buffer.append(data)
+        else:
+            self._send(P.STREAM_CHUNK, request._wire_id, None, data)
+
+    def _stream_end(self, request):
+        slot = self._live_slot(request)
+        if slot is None or not slot.streaming:
+            return
+        if slot.flow_paused:
+            slot.end_pending = True
+            return
+        self._send(P.STREAM_END, request._wire_id)
+        self._finish(slot, request._wire_id)
+
+    def _flow(self, wire_id, paused):
+        slot = self._slots.get(wire_id)
+        if slot is None:
+            return
+        slot.flow_paused = paused
+        if not paused:
+            for chunk in slot.buffer:
+                self._send(P.STREAM_CHUNK, wire_id, None, chunk)
+            slot.buffer = []
+            if slot.end_pending:
+                self._send(P.STREAM_END, wire_id)
+                self._finish(slot, wire_id)
+
+    def _disconnect(self, wire_id):
+        slot = self._slots.get(wire_id)
+        if slot is None:
+            return
+        was_stream = slot.streaming
+        self._finish(slot, wire_id)
+        if was_stream:
+            self.on_disconnect(slot.request.request_id if slot.request.request_id != -1
+                               else wire_id)
+
+    # -- one REQUEST frame
+
+    def _request_from_frame(self, frame):
+        meta, body = frame.meta, frame.body
+        headers = httpdata.header_dict(meta.get("headers"))
+        if meta.get("forwarded"):
+            ctype = headers.get("content-type") or meta.get("content_type")
+            try:
+                data = httpdata.decode_body(ctype, body)
+            except httpdata.BadRequest:
+                data = bytes(body)
+            return Request(-1, meta.get("method") or "POST", meta.get("path") or "/", data=data)
+        ctype = headers.get("content-type", "")
+        return Request(frame.request_id, meta.get("method", "GET"),
+                       httpdata.decode_path(meta.get("path") or "/"),
+                       query=httpdata.decode_query(meta.get("query")),
+                       data=httpdata.decode_body(ctype, body),
+                       headers=headers, content_type=ctype,
+                       remote_address=meta.get("remote_addr"),
+                       context=meta.get("context"))
+
+    def _serve_frame(self, frame):
+        """Handle one REQUEST frame end to end (decode, pipeline, answer)."""
+        wire_id = frame.request_id
+        try:
+            request = self._request_from_frame(frame)
+        except httpdata.BadRequest as err:
+            self._send_response(wire_id, Response(wire_id, err.data, err.status))
+            return
+        request._wire_id = wire_id
+        request._worker = self
+        slot = _Slot(request)
+        self._slots[wire_id] = slot
+        self._current = request
+        try:
+            resp = self._process(request)
+        finally:
+            self._current = None
+        if slot.state == "done":
+            return  # answered inside the handler with respond()
+        if isinstance(resp, Response):
+            self._respond(request, resp)
+        else:
+            # DEFERRED, or on_request_error returned None: the request stays open
+            # (respond()/streaming later; else the dispatcher answers 504).
+            slot.state = "open"
+            self._update_credits()

@@ -1,0 +1,158 @@
+"""Framing of the rustworkers pipe protocol, version 1 (docs/protocol.md).
+
+Owns: frame type constants, `encode_frame`, the incremental `FrameDecoder`, and
+`ProtocolError`. Knows nothing about workers, requests or file descriptors.
+"""
+
+import json
+import struct
+
+MAGIC = b"RW"
+VERSION = 1
+HEADER = struct.Struct(">2sBBQII")
+HEADER_LEN = HEADER.size  # 20
+
+MAX_META = 1 << 20
+DEFAULT_MAX_BODY = 64 << 20
+
+# dispatcher -> worker
+CONFIG = 1
+REQUEST = 2
+STOP = 3
+DISCONNECT = 4
+FLOW = 5
+# worker -> dispatcher
+HELLO = 16
+RESPONSE = 17
+STREAM_START = 18
+STREAM_CHUNK = 19
+STREAM_END = 20
+HEARTBEAT = 21
+LOG = 22
+CREDIT = 23
+FORWARD = 24
+
+TYPE_NAMES = {
+    CONFIG: "CONFIG", REQUEST: "REQUEST", STOP: "STOP", DISCONNECT: "DISCONNECT",
+    FLOW: "FLOW", HELLO: "HELLO", RESPONSE: "RESPONSE", STREAM_START: "STREAM_START",
+    STREAM_CHUNK: "STREAM_CHUNK", STREAM_END: "STREAM_END", HEARTBEAT: "HEARTBEAT",
+    LOG: "LOG", CREDIT: "CREDIT", FORWARD: "FORWARD",
+}
+TYPES_BY_NAME = {v: k for k, v in TYPE_NAMES.items()}
+
+
+class ProtocolError(Exception):
+    """A frame that violates the protocol (bad magic/version/type, too large, bad meta)."""
+
+
+class Frame:
+    __slots__ = ("type", "request_id", "meta", "body")
+
+    def __init__(self, type, request_id=0, meta=None, body=b""):
+        self.type = type
+        self.request_id = request_id
+        self.meta = {} if meta is None else meta
+        self.body = body
+
+    def __eq__(self, other):
+        return (isinstance(other, Frame) and self.type == other.type
+                and self.request_id == other.request_id and self.meta == other.meta
+                and bytes(self.body) == bytes(other.body))
+
+    def __repr__(self):
+        return "Frame(%s, %d, %r, %d bytes)" % (
+            TYPE_NAMES.get(self.type, self.type), self.request_id, self.meta, len(self.body))
+
+
+def encode_meta(meta):
+    """Compact JSON, non-ASCII kept as UTF-8 (what serde_json writes); `{}`/None -> b''.
+    `bytes`/`str` are taken as already-encoded JSON text."""
+    if isinstance(meta, (bytes, bytearray)):
+        return bytes(meta)
+    if isinstance(meta, str):
+        return meta.encode("utf-8")
+    if not meta:
+        return b""
+    return json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def encode_frame(ftype, request_id=0, meta=None, body=b""):
+    """Return the bytes of one frame."""
+    if ftype not in TYPE_NAMES:
+        raise ProtocolError("unknown frame type %r" % (ftype,))
+    meta_b = encode_meta(meta)
+    body = bytes(body) if body else b""
+    if len(meta_b) > MAX_META:
+        raise ProtocolError("meta too large: %d bytes" % len(meta_b))
+    if len(body) > 0xFFFFFFFF:
+        raise ProtocolError("body too large: %d bytes" % len(body))
+    if not 0 <= request_id < (1 << 64):
+        raise ProtocolError("request id out of range: %r" % (request_id,))
+    return HEADER.pack(MAGIC, VERSION, ftype, request_id, len(meta_b), len(body)) + meta_b + body
+
+
+class FrameDecoder:
+    """Incremental decoder: `feed(bytes)` returns the list of complete frames.
+
+    After a ProtocolError the stream is unusable (there is no resynchronisation).
+    """
+
+    def __init__(self, max_body=DEFAULT_MAX_BODY):
+        self.max_body = max_body
+        self._buf = bytearray()
+
+    def pending(self):
+        return len(self._buf)
+
+    def feed(self, data):
+        self._buf += data
+        frames = []
+        while True:
+            frame = self._next()
+            if frame is None:
+                return frames
+            frames.append(frame)
+
+    def _next(self):
+        buf = self._buf
+        if len(buf) < HEADER_LEN:
+            # Check what we have of the magic early: a wrong first byte is a violation now.
+            if buf and bytes(buf[:2]) != MAGIC[:len(buf[:2])]:
+                raise ProtocolError("bad magic %r" % bytes(buf[:2]))
+            return None
+        magic, version, ftype, rid, meta_len, body_len = HEADER.unpack_from(buf)
+        if magic != MAGIC:
+            raise ProtocolError("bad magic %r" % magic)
+        if version != VERSION:
+            raise ProtocolError("unsupported protocol version %d" % version)
+        if ftype not in TYPE_NAMES:
+            raise ProtocolError("unknown frame type %d" % ftype)
+        if meta_len > MAX_META:
+            raise ProtocolError("meta_len %d over limit %d" % (meta_len, MAX_META))
+        if body_len > self.max_body:
+            raise ProtocolError("body_len %d over limit %d" % (body_len, self.max_body))
+        total = HEADER_LEN + meta_len + body_len
+        if len(buf) < total:
+            return None
+        meta_b = bytes(buf[HEADER_LEN:HEADER_LEN + meta_len])
+        body = bytes(buf[HEADER_LEN + meta_len:total])
+        del buf[:total]
+        if meta_len == 0:
+            meta = {}
+        else:
+            try:
+                meta = json.loads(meta_b.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as err:
+                raise ProtocolError("meta is not JSON: %s" % err) from None
+            if not isinstance(meta, dict):
+                raise ProtocolError("meta is not a JSON object")
+        return Frame(ftype, rid, meta, body)
+
+
+def decode_frame(data, max_body=DEFAULT_MAX_BODY):
+    """Decode exactly one complete frame from `data` (tests, tools)."""
+    dec = FrameDecoder(max_body)
+    frames = dec.feed(data)
+    if len(frames) != 1 or dec.pending():
+        raise ProtocolError("expected exactly one complete frame")
+    return frames[0]

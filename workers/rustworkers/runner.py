@@ -1,0 +1,251 @@
+"""The worker process: start-up handshake and the main loop (docs/protocol.md).
+
+Owns: signal set-up, reading CONFIG, importing and instantiating the user's class (or
+WSGI app), the HELLO handshake, and the single-threaded selector loop that reads frames,
+runs custom fd callbacks, serves requests one at a time, sends heartbeats and calls
+on_idle. Exit status: 0 on STOP / EOF of fd 3 / import or setup() failure, n for
+sys.exit(n), 1 for an exception escaping a hook.
+"""
+
+import collections
+import faulthandler
+import importlib
+import os
+import selectors
+import signal
+import sys
+import time
+import traceback
+
+from . import protocol as P
+from .api import LOG_CRITICAL, LOG_ERROR, level_from
+from .transport import Transport
+
+
+def load_target(target):
+    """'pkg.mod:attr[.attr]' -> the object."""
+    if ":" not in target:
+        raise ValueError("target %r is not of the form module:attribute" % target)
+    mod_name, attr = target.split(":", 1)
+    obj = importlib.import_module(mod_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def install_signals():
+    # The dispatcher stops workers with STOP or SIGKILL; TERM/INT must not interrupt a
+    # handler (a Ctrl-C on the terminal reaches the whole process group).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
+    if hasattr(signal, "SIGUSR2"):
+        try:
+            faulthandler.register(signal.SIGUSR2, all_threads=True)
+        except (AttributeError, RuntimeError, ValueError):
+            pass
+
+
+def _heartbeat_interval(cfg):
+    try:
+        value = float(cfg.get("heartbeat_interval", 1.0))
+    except (TypeError, ValueError):
+        value = 1.0
+    return value if value > 0 else 1.0
+
+
+def run(make_worker, rfd=3, wfd=4, label="worker"):
+    """Run a worker process. `make_worker(config_meta)` returns an unstarted Worker.
+    Returns the exit status (an int, or whatever sys.exit was given)."""
+    install_signals()
+    tr = Transport(rfd, wfd)
+    try:
+        first = tr.read_frame()
+    except P.ProtocolError as err:
+        sys.stderr.write("rustworkers: bad frame from dispatcher: %s\n" % err)
+        return 1
+    if first is None:
+        return 0
+    if first.type != P.CONFIG:
+        sys.stderr.write("rustworkers: first frame is %s, not CONFIG\n"
+                         % P.TYPE_NAMES.get(first.type, first.type))
+        return 1
+    cfg = first.meta
+    try:
+        worker = make_worker(cfg)
+    except Exception:
+        tr.send(P.LOG, 0, {"level": LOG_CRITICAL, "name": str(cfg.get("pool") or label),
+                           "msg": "loading %s failed:\n%s" % (label, traceback.format_exc())})
+        return 0
+    worker._transport = tr
+    worker._pid = os.getpid()
+    worker.log.sink = worker._log_sink
+    worker.log.name = worker._format_log_name()
+    worker._apply_memory_limit()
+    try:
+        worker._build_routes()
+        worker.setup()
+    except Exception:
+        worker.log._log(LOG_CRITICAL, "setup() failed:\n%s", (traceback.format_exc(),), {})
+        return 0
+    tr.send(P.HELLO, 0, {"pid": os.getpid(), "credits": 1})
+    worker._credits_sent = 1
+    worker._update_credits()  # paused in setup()
+    return Loop(worker, tr, cfg).run()
+
+
+class Loop:
+    def __init__(self, worker, tr, cfg):
+        self.worker = worker
+        self.tr = tr
+        self.cfg = cfg
+        self.interval = _heartbeat_interval(cfg)
+        self.stopping = False
+        self.stop_deadline = None
+        worker._pending = collections.deque()
+        self.pending = worker._pending
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(tr.rfd, selectors.EVENT_READ, None)
+        self.custom = {}  # fileno -> mask currently registered
+
+    def run(self):
+        code = 0
+        try:
+            for frame in self.tr.take_early():
+                self.on_frame(frame)
+            self.loop()
+        except SystemExit as exc:
+            code = exc.code
+        except P.ProtocolError as err:
+            sys.stderr.write("rustworkers: bad frame from dispatcher: %s\n" % err)
+            code = 1
+        except Exception:
+            self.worker.log._log(LOG_ERROR, "worker loop failed:\n%s",
+                                 (traceback.format_exc(),), {})
+            code = 1
+        try:
+            self.worker.teardown()
+        except Exception:
+            self.worker.log._log(LOG_ERROR, "teardown() failed:\n%s",
+                                 (traceback.format_exc(),), {})
+        return code
+
+    # -- frames from the dispatcher
+
+    def on_frame(self, frame):
+        w = self.worker
+        if frame.type == P.REQUEST:
+            self.pending.append(frame)
+        elif frame.type == P.STOP:
+            self.stopping = True
+            try:
+                grace = float(self.cfg.get("timeout", 30.0))
+            except (TypeError, ValueError):
+                grace = 30.0
+            self.stop_deadline = time.monotonic() + grace
+        elif frame.type == P.CONFIG:
+            self.cfg = frame.meta
+            self.interval = _heartbeat_interval(frame.meta)
+            w.heartbeat_interval = self.interval
+            if "log_level" in frame.meta:
+                w.log.level = level_from(frame.meta["log_level"], w.log.level)
+            w.on_config(frame.meta)
+        elif frame.type == P.DISCONNECT:
+            for queued in list(self.pending):
+                if queued.request_id == frame.request_id:
+                    self.pending.remove(queued)
+            w._disconnect(frame.request_id)
+        elif frame.type == P.FLOW:
+            w._flow(frame.request_id, bool(frame.meta.get("paused")))
+        else:
+            w.log.warning("unexpected %s frame from dispatcher ignored",
+                          P.TYPE_NAMES.get(frame.type, frame.type))
+
+    # -- custom fds
+
+    def _sync_custom(self):
+        want = {}
+        for obj in self.worker._readers:
+            fd = obj if isinstance(obj, int) else obj.fileno()
+            want[fd] = want.get(fd, 0) | selectors.EVENT_READ
+        for obj in self.worker._writers:
+            fd = obj if isinstance(obj, int) else obj.fileno()
+            want[fd] = want.get(fd, 0) | selectors.EVENT_WRITE
+        for fd in list(self.custom):
+            if fd not in want:
+                self.sel.unregister(fd)
+                del self.custom[fd]
+        for fd, mask in want.items():
+            if fd not in self.custom:
+                self.sel.register(fd, mask, None)
+            elif self.custom[fd] != mask:
+                self.sel.modify(fd, mask, None)
+            self.custom[fd] = mask
+
+    def _run_custom(self, readable, writable):
+        ran = False
+        w = self.worker
+        for obj, cb in list(w._writers.items()):
+            fd = obj if isinstance(obj, int) else obj.fileno()
+            if fd in writable and w._writers.get(obj) is cb:
+                cb(obj)
+                ran = True
+        for obj, cb in list(w._readers.items()):
+            fd = obj if isinstance(obj, int) else obj.fileno()
+            if fd in readable and w._readers.get(obj) is cb:
+                cb(obj)
+                ran = True
+        return ran
+
+    # -- the loop
+
+    def _open_deferred(self):
+        return any(s.state == "open" and not s.streaming for s in self.worker._slots.values())
+
+    def loop(self):
+        w, tr = self.worker, self.tr
+        now = time.monotonic()
+        next_hb = now + self.interval
+        last_activity = now
+        while True:
+            if self.stopping and not self.pending:
+                if not self._open_deferred() or time.monotonic() >= self.stop_deadline:
+                    return
+            self._sync_custom()
+            can_take = bool(self.pending) and (w._accepting or self.stopping)
+            now = time.monotonic()
+            timeout = 0 if can_take else max(0.0, next_hb - now)
+            if self.stopping and not can_take:
+                timeout = min(timeout, 0.05)
+            events = self.sel.select(timeout)
+            readable, writable = set(), set()
+            got_frames = False
+            for key, mask in events:
+                if key.fd == tr.rfd:
+                    for frame in tr.read_available():
+                        got_frames = True
+                        self.on_frame(frame)
+                    if tr.eof:
+                        return
+                else:
+                    if mask & selectors.EVENT_READ:
+                        readable.add(key.fd)
+                    if mask & selectors.EVENT_WRITE:
+                        writable.add(key.fd)
+            if tr.broken:
+                return
+            ran = self._run_custom(readable, writable) if (readable or writable) else False
+            served = False
+            if not ran and self.pending and (w._accepting or self.stopping):
+                w._serve_frame(self.pending.popleft())
+                served = True
+            now = time.monotonic()
+            if now >= next_hb:
+                w._send_heartbeat()
+                next_hb = now + self.interval
+            if got_frames or ran or served:
+                last_activity = now
+            elif not events and now - last_activity >= self.interval:
+                w.on_idle()
+                last_activity = time.monotonic()
+            if tr.broken:
+                return
