@@ -5,6 +5,7 @@
 //! every other request over pipes to forked worker processes grouped in pools.
 //! See `docs/` for the pipe protocol and the config reference.
 
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod static_files;
