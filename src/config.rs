@@ -1564,6 +1564,17 @@ module_path = "src"
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml");
+        let config = Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(config.pools[0].name, "echo");
+        assert_eq!(config.pools[0].routes, vec![RoutePattern::Prefix("/api".into())]);
+        assert_eq!(config.syncs.len(), 3);
+        assert!(config.syncs[2].auth && !config.syncs[0].auth);
+        assert!(config.auth.is_some());
+    }
+
+    #[test]
     fn load_reads_file_and_resolves_relative_to_it() {
         let dir = temp_dir("load");
         let file = dir.join("rw.toml");
