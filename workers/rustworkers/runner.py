@@ -18,7 +18,7 @@ import time
 import traceback
 
 from . import protocol as P
-from .api import LOG_CRITICAL, LOG_ERROR, level_from
+from .api import LOG_CRITICAL, LOG_ERROR, level_from  # noqa: F401
 from .transport import Transport
 
 
@@ -70,15 +70,17 @@ def run(make_worker, rfd=3, wfd=4, label="worker"):
                          % P.TYPE_NAMES.get(first.type, first.type))
         return 1
     cfg = first.meta
+    # No frame may precede HELLO (protocol.md), so start-up failures and logs before
+    # HELLO go to stderr, which the dispatcher captures and logs under the worker's name.
     try:
         worker = make_worker(cfg)
     except Exception:
-        tr.send(P.LOG, 0, {"level": LOG_CRITICAL, "name": str(cfg.get("pool") or label),
-                           "msg": "loading %s failed:\n%s" % (label, traceback.format_exc())})
+        sys.stderr.write("CRITICAL %s loading %s failed:\n%s" % (
+            cfg.get("pool") or label, label, traceback.format_exc()))
+        sys.stderr.flush()
         return 0
     worker._transport = tr
     worker._pid = os.getpid()
-    worker.log.sink = worker._log_sink
     worker.log.name = worker._format_log_name()
     worker._apply_memory_limit()
     try:
@@ -88,6 +90,7 @@ def run(make_worker, rfd=3, wfd=4, label="worker"):
         worker.log._log(LOG_CRITICAL, "setup() failed:\n%s", (traceback.format_exc(),), {})
         return 0
     tr.send(P.HELLO, 0, {"pid": os.getpid(), "credits": 1})
+    worker.log.sink = worker._log_sink
     worker._credits_sent = 1
     worker._update_credits()  # paused in setup()
     return Loop(worker, tr, cfg).run()

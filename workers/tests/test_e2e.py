@@ -1,0 +1,159 @@
+"""End to end: `python -m rustworkers worker examples.items_worker:ItemsWorker` on real
+pipes at fds 3/4, driven through CONFIG/HELLO/REQUEST/RESPONSE/HEARTBEAT/STREAM/STOP."""
+
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from rustworkers import protocol as P
+
+from .helpers import ROOT
+
+CONFIG = {"protocol": 1, "pool": "items", "worker_id": 0, "heartbeat_interval": 0.2,
+          "timeout": 5.0, "log_level": "info", "kwargs": {"greeting": "hi"}}
+
+
+class Proc:
+    def __init__(self, kind, target, extra_path=()):
+        req_r, self.req_w = os.pipe()
+        self.rep_r, rep_w = os.pipe()
+
+        def arrange():  # in the child: put the pipe ends at fds 3 and 4
+            a, b = os.dup(req_r), os.dup(rep_w)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+
+        env = dict(os.environ, RUSTWORKERS_PROTOCOL="1", RUSTWORKERS_REQUEST_FD="3",
+                   RUSTWORKERS_REPLY_FD="4", RUSTWORKERS_POOL="items",
+                   RUSTWORKERS_WORKER_ID="0",
+                   PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "workers"), ROOT,
+                                               *extra_path]))
+        self.p = subprocess.Popen([sys.executable, "-m", "rustworkers", kind, target],
+                                  cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, preexec_fn=arrange,
+                                  pass_fds=(3, 4))
+        os.close(req_r)
+        os.close(rep_w)
+        self.dec = P.FrameDecoder()
+        self.queue = []
+
+    def send(self, ftype, rid=0, meta=None, body=b""):
+        os.write(self.req_w, P.encode_frame(ftype, rid, meta, body))
+
+    def request(self, rid, method, path, query=None, body=b"", ctype=None):
+        headers = [["host", "t"]] + ([["content-type", ctype]] if ctype else [])
+        self.send(P.REQUEST, rid, {"method": method, "path": path, "query": query,
+                                   "headers": headers, "remote_addr": "127.0.0.1",
+                                   "remote_port": 1, "http_version": "1.1",
+                                   "x_request_id": "r", "forwarded": False,
+                                   "context": None}, body)
+
+    def next(self, want=None, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, f in enumerate(self.queue):
+                if want is None or f.type == want:
+                    return self.queue.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no %s frame; got %r" % (want, self.queue))
+            if select.select([self.rep_r], [], [], left)[0]:
+                chunk = os.read(self.rep_r, 65536)
+                if not chunk:
+                    raise AssertionError("worker closed its reply pipe")
+                self.queue.extend(self.dec.feed(chunk))
+
+    def close(self):
+        for fd in (self.req_w, self.rep_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(5)
+        self.p.stderr.close()
+
+
+class EndToEndTest(unittest.TestCase):
+    def test_items_worker(self):
+        w = Proc("worker", "examples.items_worker:ItemsWorker")
+        try:
+            w.send(P.CONFIG, 0, CONFIG)
+            hello = w.next()
+            self.assertEqual(hello.type, P.HELLO)
+            self.assertEqual(hello.meta, {"pid": w.p.pid, "credits": 1})
+
+            w.request(1, "GET", "/api/hello")
+            r = w.next(P.RESPONSE)
+            self.assertEqual((r.request_id, r.meta["status"], json.loads(r.body)),
+                             (1, 200, {"hello": "world"}))
+            self.assertIn(["content-type", "application/json"], r.meta["headers"])
+
+            w.request(2, "POST", "/api/items", body=b'{"name": "x"}', ctype="application/json")
+            r = w.next(P.RESPONSE)
+            self.assertEqual((r.meta["status"], json.loads(r.body)), (201, {"name": "x", "id": 1}))
+            w.request(3, "GET", "/api/items/1")
+            self.assertEqual(json.loads(w.next(P.RESPONSE).body)["name"], "x")
+            w.request(4, "PUT", "/api/items")
+            r = w.next(P.RESPONSE)
+            self.assertEqual(r.meta["status"], 405)
+            self.assertIn(["Allow", "GET, POST"], r.meta["headers"])
+
+            hb = w.next(P.HEARTBEAT)
+            self.assertEqual(hb.meta["in_hand"], [])
+
+            w.request(5, "GET", "/api/items/events", query="count=2")
+            start = w.next(P.STREAM_START)
+            self.assertEqual(start.request_id, 5)
+            self.assertIn(b"event: tick", w.next(P.STREAM_CHUNK).body)
+            w.next(P.STREAM_CHUNK)
+            self.assertEqual(w.next(P.STREAM_END).request_id, 5)
+
+            w.request(6, "GET", "/api/items/next")
+            self.assertEqual(w.next(P.CREDIT).meta, {"credits": 2})
+            w.request(7, "POST", "/api/items", body=b'{"name": "y"}', ctype="application/json")
+            got = {w.next(P.RESPONSE).request_id for _ in range(2)}
+            self.assertEqual(got, {6, 7})
+
+            w.send(P.STOP)
+            self.assertEqual(w.p.wait(5), 0)
+        finally:
+            w.close()
+
+    def test_eof_exits_zero(self):
+        w = Proc("worker", "examples.items_worker:ItemsWorker")
+        try:
+            w.send(P.CONFIG, 0, CONFIG)
+            self.assertEqual(w.next().type, P.HELLO)
+            os.close(w.req_w)
+            self.assertEqual(w.p.wait(5), 0)
+        finally:
+            w.close()
+
+    def test_setup_failures_and_exit_codes(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "bad_workers.py"), "w") as f:
+                f.write("import sys\nfrom rustworkers import Worker\n"
+                        "class Raises(Worker):\n    def setup(self):\n        raise RuntimeError('nope')\n"
+                        "class Exits(Worker):\n    def setup(self):\n        sys.exit(42)\n")
+            for target, code, text in (("bad_workers:Raises", 0, b"setup() failed"),
+                                       ("bad_workers:Exits", 42, b""),
+                                       ("no_such_module:X", 0, b"loading no_such_module:X")):
+                with self.subTest(target):
+                    w = Proc("worker", target, [tmp])
+                    try:
+                        w.send(P.CONFIG, 0, CONFIG)
+                        self.assertEqual(w.p.wait(5), code)
+                        self.assertIn(text, w.p.stderr.read())
+                    finally:
+                        w.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
