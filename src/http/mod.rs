@@ -55,6 +55,19 @@ pub fn request_id(req: &Request) -> String {
     generate_request_id()
 }
 
+/// A fresh 16-hex-digit request id (for requests that did not come from a client).
+pub fn request_id_fresh() -> String {
+    generate_request_id()
+}
+
+/// The current time as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), cached per second.
+pub fn http_date_now() -> String {
+    let mut out = Vec::with_capacity(29);
+    response::push_http_date(&mut out);
+    // The date is built from ASCII digits and names only.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 fn generate_request_id() -> String {
     static SEED: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -148,6 +161,16 @@ mod tests {
         let req = req_with(&[]);
         let ids: HashSet<String> = (0..10_000).map(|_| request_id(&req)).collect();
         assert_eq!(ids.len(), 10_000);
+    }
+
+    #[test]
+    fn fresh_ids_and_date() {
+        let a = request_id_fresh();
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, request_id_fresh());
+        let d = http_date_now();
+        assert_eq!(d.len(), 29);
+        assert!(d.ends_with(" GMT") && d.as_bytes()[3] == b',', "{d}");
     }
 
     #[test]

@@ -255,7 +255,7 @@ thread_local! {
     static DATE_CACHE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
 }
 
-fn push_http_date(out: &mut Vec<u8>) {
+pub(crate) fn push_http_date(out: &mut Vec<u8>) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     DATE_CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
