@@ -12,3 +12,24 @@ pub mod static_files;
 pub mod ipc;
 pub mod spawn;
 pub mod worker;
+pub mod conformance;
+pub mod auth;
+pub mod dispatcher;
+pub mod extensions;
+pub mod logging;
+pub mod metrics;
+pub mod pool;
+pub mod python;
+pub mod sync_handlers;
+
+pub use config::Config;
+pub use dispatcher::RunError;
+pub use extensions::Extensions;
+
+/// Run the server on `config` until it is stopped by a signal: what the binary does.
+/// Embedders register native workers (`worker::register_native`) before calling this,
+/// and pass their sync handlers and auth check in `ext`.
+pub fn run(config: Config, ext: Extensions) -> Result<(), RunError> {
+    let mut dispatcher = dispatcher::Dispatcher::new(config, ext)?;
+    dispatcher.run()
+}

@@ -1,0 +1,71 @@
+//! The dispatcher's side of sync handlers and auth: building the status snapshot and
+//! running the configured checks.
+
+use std::time::Instant;
+
+use super::Dispatcher;
+use crate::auth::{self, AuthDecision};
+use crate::config::{SyncKind, SyncRoute};
+use crate::http::Request;
+use crate::sync_handlers::{self, PoolStatus, ServerStatus, SyncResponse};
+
+impl Dispatcher {
+    /// A snapshot of the server for `status`, `health`, `metrics` and custom handlers.
+    pub(super) fn server_status(&self, now: Instant) -> ServerStatus {
+        let pools = self
+            .pools
+            .iter()
+            .map(|p| {
+                let workers: Vec<_> =
+                    p.slots.iter().filter_map(|s| s.worker).filter_map(|k| self.worker_status(k, now)).collect();
+                PoolStatus {
+                    name: p.name().to_string(),
+                    degraded: p.is_degraded(),
+                    workers_alive: workers.iter().filter(|w| w.alive).count(),
+                    workers_parked: p.parked_count(),
+                    workers_configured: p.slots.len(),
+                    queue_depth: p.queue.len(),
+                    restarts_in_window: p.restarts_in_window(),
+                    restarts_total: p.restarts_total,
+                    workers,
+                }
+            })
+            .collect();
+        ServerStatus {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            uptime_seconds: now.duration_since(self.started).as_secs_f64(),
+            connections: self.conns.len(),
+            draining: self.phase != super::Phase::Running,
+            pools,
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    pub(super) fn run_sync_handler(&self, route: &SyncRoute, req: &Request, now: Instant) -> SyncResponse {
+        match &route.kind {
+            SyncKind::Health => sync_handlers::health(&self.server_status(now)),
+            SyncKind::Status => sync_handlers::status(&self.server_status(now)),
+            SyncKind::Metrics => sync_handlers::metrics(&self.server_status(now)),
+            SyncKind::StaticResponse { status, body, headers } => sync_handlers::static_response(*status, body, headers),
+            SyncKind::Redirect { location, status } => sync_handlers::redirect(location, *status),
+            SyncKind::Custom(name) => match self.ext.sync.get(name) {
+                Some(handler) => handler(req, &self.server_status(now)),
+                None => SyncResponse::json(500, &serde_json::json!({"error": "handler not registered"})),
+            },
+        }
+    }
+
+    /// API keys from `[auth]`, then the registered check, if any.
+    pub(super) fn check_auth(&self, req: &Request) -> AuthDecision {
+        if let Some(cfg) = &self.config.auth {
+            if let deny @ AuthDecision::Deny { .. } = auth::check_api_key(cfg, req) {
+                return deny;
+            }
+        }
+        match &self.ext.auth {
+            Some(check) => check(req),
+            None => AuthDecision::Allow { context: serde_json::Value::Null },
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! Requests: route each parsed request (static mounts → sync handlers → pools → 404),
+//! answer what the dispatcher answers itself, queue the rest, and finish pool requests
+//! (responses, streams, timeouts, failures).
+
+use std::time::Instant;
+
+use log::{debug, info, warn};
+
+use super::connection::{Slot, StreamFraming};
+use super::{Dispatcher, Inflight};
+use crate::auth::AuthDecision;
+use crate::http::{self, BodyFraming, ReadEvent, Request, Version};
+use crate::ipc::{self, FrameType, RequestMeta};
+use crate::static_files::{self, StaticBody, StaticOutcome};
+
+/// What the access log needs about a request.
+#[derive(Debug, Clone, Default)]
+pub struct AccessInfo {
+    pub remote: String,
+    pub method: String,
+    pub target: String,
+    pub version: &'static str,
+    pub referer: String,
+    pub user_agent: String,
+    pub started: Option<Instant>,
+}
+
+impl AccessInfo {
+    fn of(req: &Request, remote: &str, now: Instant) -> AccessInfo {
+        AccessInfo {
+            remote: remote.to_string(),
+            method: req.method.clone(),
+            target: req.target.clone(),
+            version: req.version.as_str(),
+            referer: req.header("referer").unwrap_or("-").to_string(),
+            user_agent: req.header("user-agent").unwrap_or("-").to_string(),
+            started: Some(now),
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Take every complete request out of the connection's reader.
+    pub(super) fn parse_requests(&mut self, key: usize, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if conn.no_more_requests || conn.slots.len() >= super::connection::MAX_PIPELINE {
+                return;
+            }
+            match conn.reader.poll() {
+                Ok(ReadEvent::NeedMore) => {
+                    if conn.peer_closed && conn.reader.buffered() > 0 {
+                        // The client closed mid-request: nothing to answer.
+                        conn.no_more_requests = true;
+                        conn.reader = http::RequestReader::new(self.config.server.limits);
+                    }
+                    return;
+                }
+                Ok(ReadEvent::SendContinue) => {
+                    let mut slot = Slot::pending(0, false);
+                    slot.buf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    slot.done = true;
+                    // An interim response must not wait behind earlier pipelined ones
+                    // that are already being answered, but must not overtake them either:
+                    // the client only sends Expect after its previous requests, so queueing
+                    // it in order is right.
+                    conn.slots.push_back(slot);
+                }
+                Ok(ReadEvent::Request(req)) => {
+                    conn.head_started = None;
+                    self.metrics.requests_total += 1;
+                    self.handle_request(key, req, now);
+                }
+                Err(err) => {
+                    self.metrics.bad_requests += 1;
+                    debug!("conn {key}: bad request: {} {}", err.status, err.reason);
+                    let conn = &mut self.conns[key];
+                    let mut slot = Slot::pending(0, false);
+                    slot.buf = err.response_bytes();
+                    slot.done = true;
+                    slot.close_after = true;
+                    conn.slots.push_back(slot);
+                    conn.no_more_requests = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Route and answer (or queue) one request.
+    fn handle_request(&mut self, key: usize, req: Request, now: Instant) {
+        let draining = self.phase != super::Phase::Running;
+        let conn = &self.conns[key];
+        let access = AccessInfo::of(&req, &conn.peer_ip, now);
+        let keep_alive = req.keep_alive && !draining;
+        let x_request_id = http::request_id(&req);
+        let head_only = req.is_head();
+
+        // 1. Static mounts.
+        match static_files::serve(&self.config.statics, &req.method, &req.path, &req.headers) {
+            StaticOutcome::Response(resp) => {
+                let mut headers = resp.headers;
+                headers.push(("x-request-id".into(), x_request_id));
+                let body_len = resp.body.len();
+                let mut slot = Slot::pending(0, head_only);
+                http::encode_head(req.version, resp.status, &headers, BodyFraming::Length(body_len), keep_alive, &mut slot.buf);
+                if !head_only {
+                    match resp.body {
+                        StaticBody::Empty => {}
+                        StaticBody::Bytes(b) => slot.buf.extend_from_slice(&b),
+                        StaticBody::File { file, offset, len } => {
+                            if len > 0 {
+                                slot.file = Some(super::connection::FileBody { file, offset, remaining: len });
+                            }
+                        }
+                    }
+                }
+                slot.done = true;
+                slot.close_after = !keep_alive;
+                self.log_access(&access, resp.status, body_len);
+                self.push_slot(key, slot, keep_alive);
+                return;
+            }
+            StaticOutcome::NotFound { authoritative: true } => {
+                self.answer(key, &req, 404, "not found", keep_alive, &x_request_id, &access);
+                return;
+            }
+            StaticOutcome::NotFound { authoritative: false } | StaticOutcome::NoMount => {}
+        }
+
+        // Pools and sync handlers route on the decoded path.
+        let Ok(decoded) = http::percent_decode(&req.path) else {
+            self.answer(key, &req, 400, "malformed percent-encoding in path", false, &x_request_id, &access);
+            return;
+        };
+        let path = String::from_utf8_lossy(&decoded).into_owned();
+
+        // 2. Sync handlers.
+        if let Some(route) = self.config.syncs.iter().find(|s| s.path == path).cloned() {
+            if route.auth {
+                if let AuthDecision::Deny { status, body } = self.check_auth(&req) {
+                    self.answer_json(key, &req, status, body, keep_alive, &x_request_id, &access);
+                    return;
+                }
+            }
+            let resp = self.run_sync_handler(&route, &req, now);
+            let mut headers = resp.headers;
+            headers.push(("x-request-id".into(), x_request_id));
+            let mut slot = Slot::pending(0, head_only);
+            http::encode_response(req.version, resp.status, &headers, &resp.body, keep_alive, head_only, &mut slot.buf);
+            slot.done = true;
+            slot.close_after = !keep_alive;
+            self.log_access(&access, resp.status, resp.body.len() as u64);
+            self.push_slot(key, slot, keep_alive);
+            return;
+        }
+
+        // 3. Pools.
+        let Some(pool_index) = self.pools.iter().position(|p| p.config.routes.iter().any(|r| r.matches(&path))) else {
+            self.answer(key, &req, 404, "not found", keep_alive, &x_request_id, &access);
+            return;
+        };
+        let context = match self.check_auth(&req) {
+            AuthDecision::Allow { context } => context,
+            AuthDecision::Deny { status, body } => {
+                self.answer_json(key, &req, status, body, keep_alive, &x_request_id, &access);
+                return;
+            }
+        };
+        if let Err((status, msg, retry_after)) = self.admit(pool_index, now) {
+            let (mut headers, body) = http::json_error(status, msg);
+            if let Some(secs) = retry_after {
+                headers.push(("retry-after".into(), secs.to_string()));
+            }
+            headers.push(("x-request-id".into(), x_request_id));
+            let mut slot = Slot::pending(0, head_only);
+            http::encode_response(req.version, status, &headers, &body, keep_alive, head_only, &mut slot.buf);
+            slot.done = true;
+            slot.close_after = !keep_alive;
+            self.log_access(&access, status, body.len() as u64);
+            self.push_slot(key, slot, keep_alive);
+            return;
+        }
+
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let conn = &self.conns[key];
+        let meta = RequestMeta {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: req.query.clone(),
+            headers: req.headers.clone(),
+            remote_addr: conn.peer_ip.clone(),
+            remote_port: conn.peer_port,
+            http_version: req.version.as_str().to_string(),
+            x_request_id: x_request_id.clone(),
+            forwarded: false,
+            context,
+        };
+        let mut frame = Vec::with_capacity(256 + req.body.len());
+        ipc::encode_json(&mut frame, FrameType::Request, id, &meta, &req.body);
+        let pool = &mut self.pools[pool_index];
+        pool.queue.push_back(id);
+        self.inflight.insert(
+            id,
+            Inflight {
+                conn: Some(key),
+                pool: pool_index,
+                worker: None,
+                deadline: now + pool.config.timeout,
+                frame: Some(frame),
+                streaming: false,
+                keep_alive,
+                head_only,
+                http10: req.version == Version::Http10,
+                x_request_id,
+                access,
+            },
+        );
+        self.push_slot(key, Slot::pending(id, head_only), keep_alive);
+        self.pump_pool(pool_index, now);
+    }
+
+    /// Add a slot; after a non-keep-alive response nothing more is read.
+    fn push_slot(&mut self, key: usize, slot: Slot, keep_alive: bool) {
+        let conn = &mut self.conns[key];
+        conn.slots.push_back(slot);
+        if !keep_alive {
+            conn.no_more_requests = true;
+        }
+    }
+
+    /// Whether a pool takes one more request: Err((status, message, retry-after)).
+    fn admit(&self, p: usize, now: Instant) -> Result<(), (u16, &'static str, Option<u64>)> {
+        let pool = &self.pools[p];
+        if pool.is_degraded() {
+            return Err((503, "service degraded", None));
+        }
+        let live = pool.slots.iter().filter(|s| s.worker.is_some()).count();
+        if live == 0 {
+            return Err((503, "no worker available", Some(pool.retry_after(now))));
+        }
+        if pool.queue.len() >= self.config.server.max_pending {
+            return Err((503, "server overloaded", Some(1)));
+        }
+        Ok(())
+    }
+
+    /// A small JSON error/status answer made here.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(&mut self, key: usize, req: &Request, status: u16, message: &str, keep_alive: bool, xrid: &str, access: &AccessInfo) {
+        let (headers, body) = http::json_error(status, message);
+        self.answer_with(key, req, status, headers, body, keep_alive, xrid, access);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer_json(&mut self, key: usize, req: &Request, status: u16, body: serde_json::Value, keep_alive: bool, xrid: &str, access: &AccessInfo) {
+        let headers = vec![("content-type".to_string(), "application/json".to_string())];
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        self.answer_with(key, req, status, headers, body, keep_alive, xrid, access);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answer_with(
+        &mut self,
+        key: usize,
+        req: &Request,
+        status: u16,
+        mut headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        keep_alive: bool,
+        xrid: &str,
+        access: &AccessInfo,
+    ) {
+        headers.push(("x-request-id".into(), xrid.to_string()));
+        let head_only = req.is_head();
+        let mut slot = Slot::pending(0, head_only);
+        http::encode_response(req.version, status, &headers, &body, keep_alive, head_only, &mut slot.buf);
+        slot.done = true;
+        slot.close_after = !keep_alive;
+        self.log_access(access, status, body.len() as u64);
+        self.push_slot(key, slot, keep_alive);
+    }
+
+    /// Answer an error on a connection whose framing can no longer be trusted, and close it.
+    pub(super) fn answer_error_and_close(&mut self, key: usize, status: u16, message: &str, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.slots.is_empty() {
+            let (headers, body) = http::json_error(status, message);
+            let mut slot = Slot::pending(0, false);
+            http::encode_response(Version::Http11, status, &headers, &body, false, false, &mut slot.buf);
+            slot.done = true;
+            slot.close_after = true;
+            conn.slots.push_back(slot);
+            conn.no_more_requests = true;
+            self.flush_conn(key, now);
+        } else {
+            self.close_conn(key);
+        }
+    }
+
+    /// A worker answered a request.
+    pub(super) fn complete_request(&mut self, id: u64, status: u16, headers: Vec<(String, String)>, body: &[u8], now: Instant) {
+        let Some(inf) = self.inflight.remove(&id) else { return };
+        self.metrics.count_status(status);
+        let Some(key) = inf.conn else { return }; // forwarded: answer discarded
+        let mut headers = headers;
+        headers.push(("x-request-id".into(), inf.x_request_id.clone()));
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(slot) = conn.slot_mut(id) else { return };
+        http::encode_response(
+            if inf.http10 { Version::Http10 } else { Version::Http11 },
+            status,
+            &headers,
+            body,
+            inf.keep_alive,
+            inf.head_only,
+            &mut slot.buf,
+        );
+        slot.done = true;
+        slot.close_after = !inf.keep_alive;
+        self.log_access(&inf.access, status, body.len() as u64);
+        self.flush_conn(key, now);
+    }
+
+    /// A worker starts streaming a response.
+    pub(super) fn start_stream(&mut self, id: u64, status: u16, headers: Vec<(String, String)>, now: Instant) {
+        let Some(inf) = self.inflight.get_mut(&id) else { return };
+        inf.streaming = true;
+        self.metrics.count_status(status);
+        let Some(key) = inf.conn else { return };
+        let mut headers = headers;
+        headers.push(("x-request-id".into(), inf.x_request_id.clone()));
+        let (framing, stream, keep_alive) = if inf.http10 {
+            (BodyFraming::CloseDelimited, StreamFraming::CloseDelimited, false)
+        } else {
+            (BodyFraming::Chunked, StreamFraming::Chunked, inf.keep_alive)
+        };
+        let version = if inf.http10 { Version::Http10 } else { Version::Http11 };
+        let head_only = inf.head_only;
+        let access = inf.access.clone();
+        self.log_access(&access, status, 0);
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(slot) = conn.slot_mut(id) else { return };
+        http::encode_head(version, status, &headers, framing, keep_alive, &mut slot.buf);
+        slot.stream = Some(stream);
+        slot.close_after = !keep_alive;
+        if head_only {
+            // HEAD: the head is the whole answer; later chunks are dropped.
+            slot.done = true;
+        }
+        self.flush_conn(key, now);
+    }
+
+    /// A stream chunk from a worker. Returns false when the client is gone or too slow
+    /// (the caller then tells the worker with DISCONNECT).
+    pub(super) fn stream_chunk(&mut self, id: u64, data: &[u8], now: Instant) -> bool {
+        let Some(inf) = self.inflight.get(&id) else { return true };
+        let Some(key) = inf.conn else { return true };
+        let Some(conn) = self.conns.get_mut(key) else { return false };
+        if conn.buffered_for(id) > super::connection::MAX_STREAM_BUFFER {
+            warn!("request {id}: client reads too slowly; cutting the stream");
+            self.inflight.remove(&id);
+            self.close_conn(key);
+            return false;
+        }
+        let Some(slot) = conn.slot_mut(id) else { return false };
+        if slot.done {
+            return true;
+        }
+        match slot.stream {
+            Some(StreamFraming::Chunked) => http::encode_chunk(data, &mut slot.buf),
+            Some(StreamFraming::CloseDelimited) => slot.buf.extend_from_slice(data),
+            None => return true,
+        }
+        self.flush_conn(key, now);
+        true
+    }
+
+    pub(super) fn end_stream(&mut self, id: u64, now: Instant) {
+        let Some(inf) = self.inflight.remove(&id) else { return };
+        let Some(key) = inf.conn else { return };
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(slot) = conn.slot_mut(id) else { return };
+        if !slot.done && slot.stream == Some(StreamFraming::Chunked) {
+            slot.buf.extend_from_slice(http::LAST_CHUNK);
+        }
+        slot.done = true;
+        self.flush_conn(key, now);
+    }
+
+    /// Answer a pool request with an error made here (500 crash, 504 timeout, 503 shutdown).
+    pub(super) fn fail_request(&mut self, id: u64, status: u16, message: &str, now: Instant) {
+        let Some(inf) = self.inflight.remove(&id) else { return };
+        if let Some(pos) = self.pools[inf.pool].queue.iter().position(|&q| q == id) {
+            self.pools[inf.pool].queue.remove(pos);
+        }
+        self.metrics.count_status(status);
+        let Some(key) = inf.conn else { return };
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(slot) = conn.slot_mut(id) else { return };
+        if slot.stream.is_some() {
+            // Headers are out: the only honest signal left is to cut the connection.
+            slot.done = true;
+            slot.close_after = true;
+        } else {
+            let (mut headers, body) = http::json_error(status, message);
+            headers.push(("x-request-id".into(), inf.x_request_id.clone()));
+            http::encode_response(
+                if inf.http10 { Version::Http10 } else { Version::Http11 },
+                status,
+                &headers,
+                &body,
+                inf.keep_alive,
+                inf.head_only,
+                &mut slot.buf,
+            );
+            slot.done = true;
+            slot.close_after = !inf.keep_alive;
+            self.log_access(&inf.access, status, body.len() as u64);
+        }
+        self.flush_conn(key, now);
+    }
+
+    /// The client of a request went away (or it timed out): forget it here and tell the
+    /// worker holding it.
+    pub(super) fn abandon_request(&mut self, id: u64, client_gone: bool) {
+        let Some(inf) = self.inflight.remove(&id) else { return };
+        if let Some(pos) = self.pools[inf.pool].queue.iter().position(|&q| q == id) {
+            self.pools[inf.pool].queue.remove(pos);
+        }
+        if let Some(w) = inf.worker {
+            if client_gone {
+                debug!("request {id}: client disconnected while in a worker");
+            }
+            self.worker_abandoned(w, id);
+        }
+    }
+
+    /// Requests past their deadline: 504, whether queued or in a worker.
+    pub(super) fn expire_requests(&mut self, now: Instant) {
+        let expired: Vec<(u64, Option<usize>)> = self
+            .inflight
+            .iter()
+            .filter(|(_, inf)| !inf.streaming && now >= inf.deadline)
+            .map(|(&id, inf)| (id, inf.worker))
+            .collect();
+        for (id, worker) in expired {
+            info!("request {id}: timed out {}", if worker.is_some() { "in a worker" } else { "in the queue" });
+            self.fail_request(id, 504, "gateway timeout", now);
+            if let Some(w) = worker {
+                self.worker_abandoned(w, id);
+            }
+        }
+    }
+
+    /// Inject a request from a worker's FORWARD frame into the pool matching `route`.
+    pub(super) fn forward(&mut self, from: &str, meta: ipc::ForwardMeta, body: Vec<u8>, now: Instant) {
+        let Some(p) = self.pools.iter().position(|p| p.config.routes.iter().any(|r| r.matches(&meta.route))) else {
+            warn!("{from}: forward to {}: no pool matches; dropped", meta.route);
+            return;
+        };
+        if self.admit(p, now).is_err() {
+            warn!("{from}: forward to {}: pool {} cannot take it; dropped", meta.route, self.pools[p].name());
+            return;
+        }
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let mut headers = Vec::new();
+        if let Some(ct) = &meta.content_type {
+            headers.push(("content-type".to_string(), ct.clone()));
+        }
+        headers.push(("content-length".to_string(), body.len().to_string()));
+        let req_meta = RequestMeta {
+            method: meta.method.clone(),
+            path: meta.route.clone(),
+            query: None,
+            headers,
+            remote_addr: String::new(),
+            remote_port: 0,
+            http_version: "1.1".into(),
+            x_request_id: http::request_id_fresh(),
+            forwarded: true,
+            context: serde_json::Value::Null,
+        };
+        let mut frame = Vec::new();
+        ipc::encode_json(&mut frame, FrameType::Request, id, &req_meta, &body);
+        let pool = &mut self.pools[p];
+        pool.queue.push_back(id);
+        self.inflight.insert(
+            id,
+            Inflight {
+                conn: None,
+                pool: p,
+                worker: None,
+                deadline: now + pool.config.timeout,
+                frame: Some(frame),
+                streaming: false,
+                keep_alive: false,
+                head_only: false,
+                http10: false,
+                x_request_id: String::new(),
+                access: AccessInfo::default(),
+            },
+        );
+        self.pump_pool(p, now);
+    }
+
+    fn log_access(&self, a: &AccessInfo, status: u16, bytes: u64) {
+        crate::logging::access(self.config.server.access_log, a, status, bytes);
+    }
+}
