@@ -16,7 +16,7 @@ from .api import LOG_ERROR, Worker
 
 
 class ErrorStream:
-    """`wsgi.errors`: whole lines go to the worker log at ERROR."""
+    """`wsgi.errors`: text up to a write ending in a newline is one ERROR log record."""
 
     def __init__(self, log):
         self.log = log
@@ -26,9 +26,10 @@ class ErrorStream:
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
         self._buf += text
-        while "\n" in self._buf:
-            line, self._buf = self._buf.split("\n", 1)
-            self.log._log(LOG_ERROR, line, (), {})
+        if self._buf.endswith("\n"):
+            # One record per completed write: a logged traceback stays one LOG frame.
+            record, self._buf = self._buf[:-1], ""
+            self.log._log(LOG_ERROR, record, (), {})
         return len(text)
 
     def writelines(self, lines):
