@@ -280,3 +280,57 @@ fn program_display_is_short() {
     assert_eq!(long.chars().count(), 81);
     assert!(long.starts_with("python3 xxx") && long.ends_with('…'));
 }
+
+fn native_spec(name: &str) -> SpawnSpec {
+    SpawnSpec { program: Program::Native { name: name.into() }, ..sh_spec("") }
+}
+
+#[test]
+fn native_unknown_worker_exits_with_its_code() {
+    let _g = lock();
+    let (_, err, code) = run(&native_spec("rustworkers-no-such-native"));
+    assert_eq!(code, crate::worker::EXIT_UNKNOWN_WORKER, "{err}");
+    assert!(err.contains("rustworkers-no-such-native"), "{err}");
+}
+
+#[test]
+fn native_echo_says_hello_over_fd_4() {
+    use crate::ipc::{encode_json, ConfigMeta, FrameDecoder, FrameType, HelloMeta};
+    let _g = lock();
+    let mut w = spawn_worker(&native_spec("echo")).unwrap();
+    let config = ConfigMeta {
+        protocol: 1,
+        pool: "api".into(),
+        worker_id: 0,
+        heartbeat_interval: 30.0,
+        timeout: 30.0,
+        log_level: "warning".into(),
+        kwargs: Default::default(),
+    };
+    let mut out = Vec::new();
+    encode_json(&mut out, FrameType::Config, 0, &config, b"");
+    w.request_tx.write_all(&out).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut buf = [0u8; 4096];
+    let hello = loop {
+        if let Some(f) = decoder.next_frame().unwrap() {
+            break f;
+        }
+        match w.reply_rx.read(&mut buf) {
+            Ok(0) => panic!("reply pipe closed before HELLO"),
+            Ok(n) => decoder.push(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no HELLO");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(hello.kind, FrameType::Hello);
+    assert_eq!(hello.meta_json::<HelloMeta>().unwrap().pid, w.pid.as_raw() as u32);
+    // EOF on fd 3 = dispatcher gone: the worker exits 0.
+    drop(w.request_tx);
+    assert_eq!(wait_exit(w.pid), 0);
+}
