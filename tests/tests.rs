@@ -1,0 +1,4 @@
+//! Integration tests: the real binary, real worker processes, real sockets.
+//! One test binary; one module per area (ripgrep style).
+
+mod util;
