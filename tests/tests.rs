@@ -2,3 +2,4 @@
 //! One test binary; one module per area (ripgrep style).
 
 mod util;
+mod python_unit;

@@ -7,6 +7,7 @@ response is buffered and sent as one RESPONSE frame.
 """
 
 import io
+import os
 import sys
 import traceback
 from urllib.parse import unquote_to_bytes
@@ -67,11 +68,19 @@ def _split_host(host, default_port):
 def build_environ(meta, body, errors):
     scheme = meta.get("scheme") or "http"
     path = meta.get("path") or "/"
+    # PEP 3333: the percent-decoded bytes as a latin-1 "native string".
+    path_info = unquote_to_bytes(_latin1(path)).decode("latin-1")
+    # An app mounted under a prefix (pool routes "/app/**"): like gunicorn, the SCRIPT_NAME
+    # environment variable names the mount point and is moved from PATH_INFO to SCRIPT_NAME.
+    script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+    if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
+        path_info = path_info[len(script_name):]
+    else:
+        script_name = ""
     environ = {
         "REQUEST_METHOD": meta.get("method") or "GET",
-        "SCRIPT_NAME": "",
-        # PEP 3333: the percent-decoded bytes as a latin-1 "native string".
-        "PATH_INFO": unquote_to_bytes(_latin1(path)).decode("latin-1"),
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": path_info,
         "QUERY_STRING": meta.get("query") or "",
         "SERVER_PROTOCOL": "HTTP/%s" % (meta.get("http_version") or "1.1"),
         "REMOTE_ADDR": str(meta.get("remote_addr") or ""),

@@ -1,3 +1,4 @@
+import os
 import io
 import unittest
 from wsgiref.validate import validator
@@ -128,3 +129,27 @@ class WsgiTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ScriptNameTests(unittest.TestCase):
+    """SCRIPT_NAME in the environment mounts the app under a prefix (gunicorn's rule)."""
+
+    def _environ(self, path, script_name):
+        from rustworkers.wsgi import build_environ
+        old = os.environ.get("SCRIPT_NAME")
+        os.environ["SCRIPT_NAME"] = script_name
+        try:
+            return build_environ({"method": "GET", "path": path, "headers": []}, b"", None)
+        finally:
+            if old is None:
+                del os.environ["SCRIPT_NAME"]
+            else:
+                os.environ["SCRIPT_NAME"] = old
+
+    def test_prefix_moves_to_script_name(self):
+        env = self._environ("/flask/hello", "/flask")
+        self.assertEqual((env["SCRIPT_NAME"], env["PATH_INFO"]), ("/flask", "/hello"))
+
+    def test_other_paths_untouched(self):
+        env = self._environ("/flaskish", "/flask")
+        self.assertEqual((env["SCRIPT_NAME"], env["PATH_INFO"]), ("", "/flaskish"))

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Run every test: Rust unit tests, the integration tests (real binary, real workers,
+# real Python) and the Python shim's unit tests (run from the integration suite).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Test-only Python dependency: Flask, for the WSGI adapter tests (the shim itself is
+# stdlib only).
+if ! python3 -c 'import flask' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+fi
+
+cargo test "$@"
