@@ -24,6 +24,8 @@ pub const IO_CHUNK: usize = 64 * 1024;
 pub const MAX_PIPELINE: usize = 32;
 /// Output buffered for a connection before we stop reading from it.
 pub const MAX_BUFFERED_OUT: usize = 1 << 20;
+/// Most bytes read from one socket before the reader parses them.
+pub const READ_BUDGET: usize = 256 * 1024;
 /// Most bytes a stream may buffer for a slow client before it is cut.
 pub const MAX_STREAM_BUFFER: usize = 8 << 20;
 
@@ -181,7 +183,10 @@ impl Conn {
     /// Read until WouldBlock or back-pressure; bytes go into the request reader.
     /// Returns false when the connection failed and must be dropped.
     pub fn read_available(&mut self, scratch: &mut [u8], now: Instant) -> bool {
-        while self.wants_read() {
+        // Parse between reads: the reader only enforces its limits when polled, so bytes
+        // read in one go are bounded here.
+        let mut budget = READ_BUDGET;
+        while self.wants_read() && budget > 0 {
             match self.stream.read(scratch) {
                 Ok(0) => {
                     self.peer_closed = true;
@@ -194,6 +199,7 @@ impl Conn {
                     }
                     self.reader.push(&scratch[..n]);
                     self.last_read = now;
+                    budget = budget.saturating_sub(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.read_pending = false;

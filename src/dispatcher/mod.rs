@@ -42,6 +42,8 @@ use workers::WorkerProc;
 const TICK: Duration = Duration::from_millis(50);
 /// After EMFILE/ENFILE on accept, wait this long before accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Read/parse/write rounds for one connection per event before others get their turn.
+const MAX_DRIVE_ROUNDS: usize = 16;
 
 /// Token layout: the low 3 bits say what the token is, the rest is a table key.
 const SIGNALS: Token = Token(0);
@@ -282,22 +284,36 @@ impl Dispatcher {
 
     /// Read, parse, answer and write for one connection; close it when finished.
     fn drive_conn(&mut self, key: usize, _writable: bool) {
-        let now = Instant::now();
-        let ok = match self.conns.get_mut(key) {
-            Some(conn) => conn.read_available(&mut self.scratch, now),
-            None => return,
-        };
-        if !ok {
-            self.close_conn(key);
-            return;
+        // Bounded so one client with a deep pipeline cannot hold the loop; what is left is
+        // picked up by `tick` (`read_pending`).
+        for _ in 0..MAX_DRIVE_ROUNDS {
+            let now = Instant::now();
+            let ok = match self.conns.get_mut(key) {
+                Some(conn) => conn.read_available(&mut self.scratch, now),
+                None => return,
+            };
+            if !ok {
+                self.close_conn(key);
+                return;
+            }
+            self.parse_requests(key, now);
+            if !self.write_conn(key, now) {
+                return;
+            }
         }
-        self.parse_requests(key, now);
-        self.flush_conn(key, now);
     }
 
-    /// Write what is ready on a connection, then decide its interest or close it.
+    /// Write what is ready on a connection; if it then wants to read more, drive it.
     fn flush_conn(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        if self.write_conn(key, now) {
+            self.drive_conn(key, false);
+        }
+    }
+
+    /// Write what is ready, then set the connection's interest or close it. Returns true
+    /// when reading had stopped for back-pressure and may resume now.
+    fn write_conn(&mut self, key: usize, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else { return false };
         let result = conn.flush(now);
         let close = match result {
             connection::Flush::Close => true,
@@ -309,7 +325,7 @@ impl Dispatcher {
         };
         if close {
             self.close_conn(key);
-            return;
+            return false;
         }
         let want_write = result == connection::Flush::Blocked;
         let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
@@ -317,10 +333,7 @@ impl Dispatcher {
             conn.interest = interest;
             let _ = self.poll.registry().reregister(&mut conn.stream, token(TAG_CONN, key), interest);
         }
-        // Reading stopped for back-pressure and the pipeline drained: resume.
-        if conn.read_pending && conn.wants_read() && !want_write {
-            self.drive_conn(key, false);
-        }
+        conn.read_pending && conn.wants_read() && !want_write
     }
 
     fn close_conn(&mut self, key: usize) {
@@ -344,6 +357,12 @@ impl Dispatcher {
                     self.accept_all(i);
                 }
             }
+        }
+        // Connections whose reading stopped for back-pressure or fairness.
+        let resumable: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| c.read_pending && c.wants_read()).map(|(k, _)| k).collect();
+        for key in resumable {
+            self.drive_conn(key, false);
         }
         self.expire_connections(now);
         self.expire_requests(now);

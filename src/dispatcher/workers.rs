@@ -6,7 +6,7 @@
 //! first fails its requests (500) and the reap decides the restart, because only the
 //! exit status says whether the slot is parked.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
@@ -74,8 +74,9 @@ pub struct WorkerProc {
     /// Requests handed to this worker and not yet answered by it (abandoned ones too:
     /// the worker is still busy with them).
     in_hand: Vec<u64>,
-    /// Requests the dispatcher finished itself; late frames for them are dropped.
-    abandoned: HashSet<u64>,
+    /// Requests the dispatcher finished itself (timeout, client gone), oldest first; late
+    /// frames for them are dropped. Bounded by `MAX_ABANDONED`.
+    abandoned: VecDeque<u64>,
     /// Streams started and not ended.
     streams: HashSet<u64>,
     last_heartbeat: Instant,
@@ -171,7 +172,7 @@ impl Dispatcher {
             state: ProcState::Starting,
             credits: 0,
             in_hand: Vec::new(),
-            abandoned: HashSet::new(),
+            abandoned: VecDeque::new(),
             streams: HashSet::new(),
             last_heartbeat: now,
             started: now,
@@ -352,9 +353,9 @@ impl Dispatcher {
                 w.last_heartbeat = now;
                 w.usr2_at = None;
                 // Abandoned requests the worker no longer holds free their credit.
-                let listed: HashSet<u64> = hb.in_hand.iter().copied().collect();
-                let abandoned = &mut w.abandoned;
-                w.in_hand.retain(|id| !abandoned.contains(id) || listed.contains(id));
+                // (They stay in `abandoned`: a reply may still be on its way.)
+                let abandoned = &w.abandoned;
+                w.in_hand.retain(|id| !abandoned.contains(id) || hb.in_hand.contains(id));
                 for id in &hb.extend {
                     if w.in_hand.contains(id) {
                         if let Some(inf) = self.inflight.get_mut(id) {
@@ -389,10 +390,23 @@ impl Dispatcher {
                 self.forward(&from, fwd, frame.body, now);
             }
             FrameType::Response | FrameType::StreamStart | FrameType::StreamChunk | FrameType::StreamEnd => {
+                let finished = matches!(frame.kind, FrameType::Response | FrameType::StreamEnd);
+                if w.abandoned.contains(&id) {
+                    // A late frame for a request finished here (504, client gone): dropped.
+                    if finished {
+                        w.abandoned.retain(|&x| x != id);
+                        w.in_hand.retain(|&x| x != id);
+                        w.streams.remove(&id);
+                        let p = w.pool;
+                        self.pump_pool(p, now);
+                    } else if frame.kind == FrameType::StreamStart {
+                        w.streams.insert(id);
+                    }
+                    return Ok(());
+                }
                 if !w.in_hand.contains(&id) {
                     return Err(format!("{} for request {id}, which this worker does not hold", frame.kind.name()));
                 }
-                let late = w.abandoned.contains(&id);
                 let streaming = w.streams.contains(&id);
                 match frame.kind {
                     FrameType::Response | FrameType::StreamStart if streaming => {
@@ -403,39 +417,35 @@ impl Dispatcher {
                     }
                     _ => {}
                 }
-                let finished = matches!(frame.kind, FrameType::Response | FrameType::StreamEnd);
                 if finished {
                     w.in_hand.retain(|&x| x != id);
                     w.streams.remove(&id);
-                    w.abandoned.remove(&id);
                     w.served += 1;
                 } else if frame.kind == FrameType::StreamStart {
                     w.streams.insert(id);
                 }
                 let p = w.pool;
-                if !late {
-                    match frame.kind {
-                        FrameType::Response => {
-                            let meta: ResponseMeta = frame.meta_json().map_err(|e| e.to_string())?;
-                            if !(100..=999).contains(&meta.status) {
-                                return Err(format!("status {} out of range", meta.status));
-                            }
-                            self.complete_request(id, meta.status, meta.headers, &frame.body, now);
+                match frame.kind {
+                    FrameType::Response => {
+                        let meta: ResponseMeta = frame.meta_json().map_err(|e| e.to_string())?;
+                        if !(100..=999).contains(&meta.status) {
+                            return Err(format!("status {} out of range", meta.status));
                         }
-                        FrameType::StreamStart => {
-                            let meta: ResponseMeta = frame.meta_json().map_err(|e| e.to_string())?;
-                            if !(100..=999).contains(&meta.status) {
-                                return Err(format!("status {} out of range", meta.status));
-                            }
-                            self.start_stream(id, meta.status, meta.headers, now);
-                        }
-                        FrameType::StreamChunk => {
-                            if !self.stream_chunk(id, &frame.body, now) {
-                                self.worker_abandoned(key, id);
-                            }
-                        }
-                        _ => self.end_stream(id, now),
+                        self.complete_request(id, meta.status, meta.headers, &frame.body, now);
                     }
+                    FrameType::StreamStart => {
+                        let meta: ResponseMeta = frame.meta_json().map_err(|e| e.to_string())?;
+                        if !(100..=999).contains(&meta.status) {
+                            return Err(format!("status {} out of range", meta.status));
+                        }
+                        self.start_stream(id, meta.status, meta.headers, now);
+                    }
+                    FrameType::StreamChunk => {
+                        if !self.stream_chunk(id, &frame.body, now) {
+                            self.worker_abandoned(key, id);
+                        }
+                    }
+                    _ => self.end_stream(id, now),
                 }
                 if finished {
                     self.pump_pool(p, now);
@@ -452,9 +462,10 @@ impl Dispatcher {
         if !w.in_hand.contains(&id) || matches!(w.state, ProcState::Dead { .. }) {
             return;
         }
-        if w.abandoned.len() < MAX_ABANDONED {
-            w.abandoned.insert(id);
+        if w.abandoned.len() >= MAX_ABANDONED {
+            w.abandoned.pop_front();
         }
+        w.abandoned.push_back(id);
         ipc::encode_frame(&mut w.tx_buf, FrameType::Disconnect, id, &[], &[]);
         self.flush_worker(key);
     }
