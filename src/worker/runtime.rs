@@ -89,18 +89,28 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
         }
         let timeout_ms = (interval - since).as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
 
-        let revents = wait_fd(reader.fd, libc::POLLIN, timeout_ms);
-        if revents == 0 {
-            continue;
-        }
-        let frames = match reader.read_available() {
-            Ok(Some(frames)) => frames,
-            Ok(None) => {
-                worker.teardown(&mut ctx);
-                return 0;
-            }
+        // Frames may already be buffered (read together with CONFIG): handle them first.
+        let mut frames = match reader.buffered_frames() {
+            Ok(frames) => frames,
             Err(e) => return fatal(&e.to_string()),
         };
+        if frames.is_empty() {
+            if wait_fd(reader.fd, libc::POLLIN, timeout_ms) == 0 {
+                continue;
+            }
+            match reader.read_once() {
+                Ok(0) => {
+                    worker.teardown(&mut ctx);
+                    return 0;
+                }
+                Ok(_) => {}
+                Err(e) => return fatal(&e.to_string()),
+            }
+            frames = match reader.buffered_frames() {
+                Ok(frames) => frames,
+                Err(e) => return fatal(&e.to_string()),
+            };
+        }
         for frame in frames {
             match frame.kind {
                 FrameType::Request => {
@@ -147,7 +157,7 @@ fn heartbeat_interval(config: &ConfigMeta) -> Duration {
 
 /// Bad input from the dispatcher is fatal: say why on stderr and exit non-zero.
 fn fatal(why: &str) -> i32 {
-    eprintln_raw(&format!("rustworkers worker: {}", WorkerError::Protocol { what: why.to_string() }));
+    eprintln_raw(&format!("rustworkers worker: fatal: {why}"));
     EXIT_PROTOCOL
 }
 
@@ -178,16 +188,13 @@ impl Reader {
         }
     }
 
-    /// One read (the fd is readable), then every complete frame. `Ok(None)` on EOF.
-    fn read_available(&mut self) -> Result<Option<Vec<Frame>>, WorkerError> {
-        if self.read_once()? == 0 {
-            return Ok(None);
-        }
+    /// Every complete frame already in the decoder.
+    fn buffered_frames(&mut self) -> Result<Vec<Frame>, WorkerError> {
         let mut frames = Vec::new();
         while let Some(f) = self.decoder.next_frame().map_err(|e| WorkerError::Protocol { what: e.to_string() })? {
             frames.push(f);
         }
-        Ok(Some(frames))
+        Ok(frames)
     }
 
     fn read_once(&mut self) -> Result<usize, WorkerError> {
