@@ -89,6 +89,12 @@ pub fn run_native(name: &str) -> i32 {
 }
 
 fn report_exit(opts: &Options) -> i32 {
+    if let Program::Native { name } = &opts.program {
+        if !crate::worker::is_registered(name) {
+            eprintln!("rustworkers conformance: no native worker registered as {name:?}");
+            return 2;
+        }
+    }
     let report = run_cases(opts, &mut io::stdout());
     if report.failed() == 0 { 0 } else { 1 }
 }
@@ -808,6 +814,7 @@ mod tests {
         let mut out = Vec::new();
         let report = run_cases(&Options::new(Program::Native { name: "echo".into() }), &mut out);
         let text = String::from_utf8_lossy(&out);
+        println!("{text}");
         assert_eq!(report.failed(), 0, "{text}");
         assert_eq!(report.passed(), 11, "{text}");
         assert!(text.ends_with("11 passed, 0 failed\n"), "{text}");
@@ -821,6 +828,7 @@ mod tests {
         let mut out = Vec::new();
         let report = run_cases(&opts, &mut out);
         let text = String::from_utf8_lossy(&out);
+        println!("{text}");
         assert_eq!((report.passed(), report.failed()), (12, 0), "{text}");
         assert!(text.contains("streamed response"), "{text}");
 
@@ -832,7 +840,9 @@ mod tests {
 
         let mut opts = Options::new(Program::Native { name: "no-such-worker".into() });
         opts.startup_timeout = Duration::from_secs(2);
-        let report = run_cases(&opts, &mut Vec::new());
+        let mut out = Vec::new();
+        let report = run_cases(&opts, &mut out);
+        println!("{}", String::from_utf8_lossy(&out));
         assert_eq!(report.passed(), 0);
     }
 }
