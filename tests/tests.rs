@@ -3,3 +3,4 @@
 
 mod util;
 mod python_unit;
+mod http_front;
