@@ -89,11 +89,11 @@ pub fn run_native(name: &str) -> i32 {
 }
 
 fn report_exit(opts: &Options) -> i32 {
-    if let Program::Native { name } = &opts.program {
-        if !crate::worker::is_registered(name) {
-            eprintln!("rustworkers conformance: no native worker registered as {name:?}");
-            return 2;
-        }
+    if let Program::Native { name } = &opts.program
+        && !crate::worker::is_registered(name)
+    {
+        eprintln!("rustworkers conformance: no native worker registered as {name:?}");
+        return 2;
     }
     let report = run_cases(opts, &mut io::stdout());
     if report.failed() == 0 { 0 } else { 1 }
@@ -149,6 +149,11 @@ fn parse_args(argv: &[String]) -> Result<Options, String> {
     Ok(opts)
 }
 
+/// A case on the long-lived worker.
+type CaseFn = dyn Fn(&mut Kit) -> Result<String, String>;
+/// A case that ends its (fresh) worker.
+type FreshCaseFn = fn(&mut Kit, Duration) -> Result<String, String>;
+
 /// Run every case against `opts.program`, printing one line per case to `out`.
 pub fn run_cases(opts: &Options, out: &mut dyn Write) -> Report {
     let mut report = Report::default();
@@ -167,7 +172,7 @@ pub fn run_cases(opts: &Options, out: &mut dyn Write) -> Report {
     // One long-lived worker for the request cases, then STOP on it.
     let mut main = Kit::start(opts);
     record("config then hello", main.as_mut().map_err(|e| e.clone()).and_then(|k| k.handshake(opts.startup_timeout)), out);
-    let mut cases: Vec<(&'static str, Box<dyn Fn(&mut Kit) -> Result<String, String>>)> = vec![
+    let mut cases: Vec<(&'static str, Box<CaseFn>)> = vec![
         ("GET request answered", Box::new(move |k: &mut Kit| k.case_get(t))),
         ("POST with all 256 byte values", Box::new(move |k: &mut Kit| k.case_post_bytes(t))),
         ("idle heartbeat within 3x interval", Box::new(|k: &mut Kit| k.case_heartbeat())),
@@ -193,7 +198,7 @@ pub fn run_cases(opts: &Options, out: &mut dyn Write) -> Report {
     drop(main);
 
     // Fresh workers for the cases that end them.
-    let fresh: [(&'static str, fn(&mut Kit, Duration) -> Result<String, String>); 2] = [
+    let fresh: [(&'static str, FreshCaseFn); 2] = [
         ("EOF on request pipe exits 0", Kit::case_eof),
         ("malformed frame is fatal", Kit::case_malformed),
     ];
@@ -553,10 +558,20 @@ impl Kit {
     }
 
     fn case_heartbeat(&mut self) -> Result<String, String> {
-        // Drop frames already sent (while busy) so only a heartbeat sent while idle counts.
-        while let Ok(Some(_)) = self.decoder.next_frame() {}
+        // Skip (but validate) frames already sent while busy, so only a heartbeat sent
+        // while idle counts.
         let _ = self.pump(None, Instant::now() + Duration::from_millis(1));
-        while let Ok(Some(_)) = self.decoder.next_frame() {}
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(f)) => {
+                    if let Err(e) = self.validate(&f) {
+                        return self.fail(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return self.fail(format!("invalid frame from worker: {e}")),
+            }
+        }
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(3.0 * HEARTBEAT_INTERVAL);
         loop {
