@@ -330,6 +330,78 @@ mod tests {
         );
     }
 
+    fn ctx() -> WorkerContext {
+        WorkerContext::in_memory(crate::ipc::ConfigMeta {
+            protocol: 1,
+            pool: "c".into(),
+            worker_id: 0,
+            heartbeat_interval: 1.0,
+            timeout: 30.0,
+            log_level: "info".into(),
+            kwargs: serde_json::Map::new(),
+        })
+    }
+
+    fn req(id: u64, query: &str) -> WorkerRequest {
+        let meta: crate::ipc::RequestMeta = serde_json::from_value(serde_json::json!({
+            "method": "POST", "path": "/chaos", "query": query, "headers": [],
+            "remote_addr": "127.0.0.1", "remote_port": 1, "http_version": "1.1", "x_request_id": "r"
+        }))
+        .unwrap();
+        WorkerRequest { id, meta, body: b"data".to_vec() }
+    }
+
+    /// Frames a handled request wrote, decoded.
+    fn run(query: &str) -> (Reply, Result<Vec<crate::ipc::Frame>, crate::ipc::FrameError>) {
+        let mut c = ctx();
+        c.accept_request(7);
+        let reply = Chaos::default().handle(req(7, query), &mut c);
+        let mut d = crate::ipc::FrameDecoder::new(1 << 20);
+        d.push(&c.take_output());
+        let mut frames = Vec::new();
+        loop {
+            match d.next_frame() {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => return (reply, Ok(frames)),
+                Err(e) => return (reply, Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn in_process_actions_send_what_they_promise() {
+        let (reply, frames) = run("status=503");
+        assert!(matches!(reply, Reply::Response { status: 503, .. }));
+        assert!(frames.unwrap().is_empty());
+
+        let (reply, frames) = run("log=hi");
+        assert!(matches!(reply, Reply::Response { status: 200, .. }));
+        let f = frames.unwrap();
+        assert_eq!(f[0].kind, FrameType::Log);
+        assert_eq!(f[0].meta_json::<crate::ipc::LogMeta>().unwrap().level, 30);
+
+        let (_, frames) = run("forward=/jobs");
+        let f = frames.unwrap();
+        assert_eq!((f[0].kind, f[0].body.as_slice()), (FrameType::Forward, &b"data"[..]));
+
+        let (reply, frames) = run("foreign=1");
+        assert_eq!(reply, Reply::Deferred);
+        assert_eq!(frames.unwrap()[0].request_id, 1007);
+
+        let (_, frames) = run("bad_order=1");
+        assert_eq!(frames.unwrap()[0].kind, FrameType::StreamChunk);
+
+        let (_, frames) = run("garbage=1");
+        assert!(matches!(frames, Err(crate::ipc::FrameError::BadMagic(_))));
+
+        let (_, frames) = run("oversized=1");
+        assert!(matches!(frames, Err(crate::ipc::FrameError::BodyTooLarge { len: 0xFFFF_FFF0, .. })));
+
+        let (reply, frames) = run("sleep=abc");
+        assert!(matches!(reply, Reply::Response { status: 400, .. }));
+        assert!(frames.unwrap().is_empty());
+    }
+
     #[test]
     fn percent_decoding_edge_cases() {
         assert_eq!(percent_decode("%"), "%");
