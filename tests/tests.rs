@@ -4,3 +4,4 @@
 mod util;
 mod python_unit;
 mod http_front;
+mod static_serving;
