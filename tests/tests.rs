@@ -5,3 +5,5 @@ mod util;
 mod python_unit;
 mod http_front;
 mod static_serving;
+mod config_cli;
+mod python_workers;

@@ -1,0 +1,148 @@
+//! The command line of the real binary: `check`, `--version`, `--help`, and config errors
+//! that name the file, line and key, both from `check` and at startup.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{binary, repo, TempDir};
+
+/// Run the binary with `args`, killing it if it runs longer than 15 s.
+fn run(args: &[&str]) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!("{args:?} did not exit; stderr: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn all_output(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Bad configs: (file text, line, text that must appear in the message).
+const BAD: &[(&str, usize, &str)] = &[
+    // unknown key
+    ("[server]\nbind = [\"127.0.0.1:0\"]\nbindd = \"x\"\n", 3, "server.bindd"),
+    // wrong type
+    ("[server]\nbind = [\"127.0.0.1:0\"]\nbacklog = \"many\"\n", 3, "server.backlog"),
+    // bad bind
+    ("[server]\nbind = [\"not-an-address\"]\n", 2, "server.bind"),
+    // out of range value in a pool
+    (
+        "[server]\nbind = [\"127.0.0.1:0\"]\n\n[[pool]]\nname = \"p\"\nroutes = [\"/p/**\"]\nnative = \"echo\"\nnum_workers = 0\n",
+        8,
+        "pool[0].num_workers",
+    ),
+    // unknown top-level section
+    ("[serverr]\nbind = \"127.0.0.1:0\"\n", 1, "serverr"),
+    // TOML syntax error
+    ("[server]\nbind = [\"127.0.0.1:0\"\n\nx = \n", 0, ""),
+];
+
+#[test]
+fn check_rejects_bad_configs_naming_file_line_and_key() {
+    let dir = TempDir::new();
+    for (i, (text, line, key)) in BAD.iter().enumerate() {
+        let path = dir.write(&format!("bad{i}.toml"), text);
+        let p = path.display().to_string();
+        let o = run(&["check", "-c", &p]);
+        let msg = all_output(&o);
+        assert_eq!(o.status.code(), Some(1), "config {i}: {msg}");
+        assert!(msg.contains(&p), "config {i}: message does not name the file: {msg}");
+        if *line > 0 {
+            assert!(msg.contains(&format!("{p}:{line}:")), "config {i}: message does not name line {line}: {msg}");
+        }
+        if !key.is_empty() {
+            assert!(msg.contains(key), "config {i}: message does not name `{key}`: {msg}");
+        }
+    }
+}
+
+#[test]
+fn starting_with_a_bad_config_fails_with_the_same_message() {
+    let dir = TempDir::new();
+    for (i, (text, _, _)) in BAD.iter().enumerate() {
+        let path = dir.write(&format!("bad{i}.toml"), text);
+        let p = path.display().to_string();
+        let checked = run(&["check", "-c", &p]);
+        let started = run(&["-c", &p]);
+        assert!(!started.status.success(), "config {i} started");
+        assert_ne!(started.status.code(), None, "config {i}: killed by a signal");
+        let first_line = |o: &Output| {
+            String::from_utf8_lossy(&o.stderr).lines().find(|l| l.contains(&p)).map(str::to_string)
+        };
+        let c = first_line(&checked).expect("check names the file");
+        let s = first_line(&started).unwrap_or_else(|| panic!("start does not name the file: {}", all_output(&started)));
+        assert_eq!(c, s, "config {i}");
+    }
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let dir = TempDir::new();
+    let p = dir.path().join("nope.toml").display().to_string();
+    let o = run(&["check", "-c", &p]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(all_output(&o).contains(&p), "{}", all_output(&o));
+    let o = run(&["-c", &p]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn valid_configs_pass_check() {
+    let dir = TempDir::new();
+    let p = dir.write("ok.toml", "[server]\nbind = [\"127.0.0.1:0\"]\n\n[[sync]]\npath = \"/health\"\nkind = \"health\"\n");
+    let o = run(&["check", "-c", &p.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    let empty = dir.write("empty.toml", "");
+    let o = run(&["check", "-c", &empty.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    let example = repo().join("examples/config.toml");
+    let o = run(&["check", "-c", &example.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    // --config=FILE and --config FILE spellings.
+    let o = run(&["check", &format!("--config={}", example.display())]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    let o = run(&["check", "--config", &example.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+}
+
+#[test]
+fn version_and_help_exit_zero() {
+    for flag in ["--version", "-V"] {
+        let o = run(&[flag]);
+        assert_eq!(o.status.code(), Some(0));
+        let out = all_output(&o);
+        assert!(out.contains(env!("CARGO_PKG_VERSION")), "{out}");
+    }
+    for flag in ["--help", "-h"] {
+        let o = run(&[flag]);
+        assert_eq!(o.status.code(), Some(0));
+        let out = all_output(&o);
+        assert!(out.contains("USAGE") && out.contains("check"), "{out}");
+    }
+}
+
+#[test]
+fn unknown_arguments_are_usage_errors() {
+    for args in [&["--bogus"][..], &["check"][..], &["-c"][..], &["frobnicate"][..]] {
+        let o = run(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert_ne!(o.status.code(), None, "{args:?}: killed by a signal");
+        assert!(!o.stderr.is_empty(), "{args:?}: no message");
+    }
+}
