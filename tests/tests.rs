@@ -6,4 +6,5 @@ mod python_unit;
 mod http_front;
 mod static_serving;
 mod config_cli;
+mod python_workers;
 mod lifecycle;
