@@ -1,0 +1,35 @@
+"""The same hello-JSON worker under uhttp-workers 1.8.1 (Dispatcher + WorkerPool, 2 workers by default).
+
+    python uhttp_hello.py PORT [WORKERS]
+"""
+
+import os
+import sys
+
+import uhttp.workers as _workers
+
+
+class HelloWorker(_workers.Worker):
+    @_workers.api("/api/hello", "GET")
+    def hello(self, request):
+        return {"hello": "world"}
+
+    @_workers.api("/api/pid", "GET")
+    def pid(self, request):
+        return {"pid": os.getpid()}
+
+
+def main():
+    port = int(sys.argv[1])
+    workers = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    dispatcher = _workers.Dispatcher(
+        port=port,
+        address="127.0.0.1",
+        pools=[_workers.WorkerPool(HelloWorker, num_workers=workers, routes=["/api/**"])],
+        log_level=_workers.LOG_WARNING,
+    )
+    dispatcher.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""The same hello-JSON handler as a plain WSGI app (gunicorn and rustworkers `wsgi =`)."""
+
+import json
+import os
+
+_HELLO = json.dumps({"hello": "world"}).encode()
+
+
+def app(environ, start_response):
+    path = environ.get("PATH_INFO", "")
+    if path == "/api/hello":
+        body = _HELLO
+    elif path == "/api/pid":
+        body = json.dumps({"pid": os.getpid()}).encode()
+    else:
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", "9")])
+        return [b"not found"]
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
