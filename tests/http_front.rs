@@ -498,3 +498,35 @@ fn garbage_burst_never_crashes_the_dispatcher() {
     assert_eq!(request(&s.addr, "GET", "/echo/after", &[], b"").status, 200);
     assert!(pid_alive(s.pid));
 }
+
+#[test]
+fn expect_100_continue_refused_by_auth_before_the_body() {
+    let dir = TempDir::new();
+    dir.write("keys.txt", "k-from-file\n");
+    let s = TestServer::start_in(dir, AUTH_CONFIG);
+    s.wait_ready("echo", 1, Duration::from_secs(10));
+    // Wrong key: the final 401 comes at once, with no 100 Continue before it, then the close.
+    let mut c = Client::connect(&s.addr);
+    c.send(b"POST /echo/up HTTP/1.1\r\nHost: t\r\nX-Api-Key: wrong\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n");
+    let r = c.read_response().expect("401");
+    assert_eq!(r.status, 401, "got {} before the body was sent", r.status);
+    assert!(c.is_closed(Duration::from_secs(5)), "connection kept open with an unread body");
+    // Same on a sync route that opted in.
+    let mut c = Client::connect(&s.addr);
+    c.send(b"POST /secret HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(c.read_response().expect("401").status, 401);
+    // Right key: 100, then the final answer after the body.
+    let mut c = Client::connect(&s.addr);
+    c.send(b"POST /echo/up HTTP/1.1\r\nHost: t\r\nX-Api-Key: k-one\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(c.read_response().expect("100").status, 100);
+    c.send(b"hello");
+    let r = c.read_response().expect("final");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body"], "hello");
+    // Routes without auth still get their 100.
+    let mut c = Client::connect(&s.addr);
+    c.send(b"POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(c.read_response().expect("100").status, 100);
+    c.send(b"{}");
+    assert_eq!(c.read_response().expect("final").status, 200);
+}

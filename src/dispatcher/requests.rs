@@ -57,6 +57,20 @@ impl Dispatcher {
                     return;
                 }
                 Ok(ReadEvent::SendContinue) => {
+                    // Refuse before the client uploads the body: a 401 must not follow a
+                    // 100 Continue. The body is never read, so the connection closes.
+                    if let Some(req) = conn.reader.pending_head().cloned() {
+                        if let Some((status, body)) = self.refusal_before_body(&req) {
+                            let access = AccessInfo::of(&req, &self.conns[key].peer_ip, now);
+                            let xrid = http::request_id(&req);
+                            self.answer_json(key, &req, status, body, false, &xrid, &access);
+                            if let Some(conn) = self.conns.get_mut(key) {
+                                conn.no_more_requests = true;
+                            }
+                            return;
+                        }
+                    }
+                    let Some(conn) = self.conns.get_mut(key) else { return };
                     let mut slot = Slot::pending(0, false);
                     slot.buf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                     slot.done = true;
@@ -84,6 +98,25 @@ impl Dispatcher {
                     return;
                 }
             }
+        }
+    }
+
+    /// The auth refusal `handle_request` would give this request, judged from its head
+    /// alone (for Expect: 100-continue). `None` when a static mount answers the path
+    /// (mounts need no key) or the route needs no key.
+    fn refusal_before_body(&self, req: &Request) -> Option<(u16, serde_json::Value)> {
+        match static_files::serve(&self.config.statics, &req.method, &req.path, &req.headers) {
+            StaticOutcome::NotFound { authoritative: false } | StaticOutcome::NoMount => {}
+            _ => return None,
+        }
+        let path = String::from_utf8_lossy(&http::percent_decode(&req.path).ok()?).into_owned();
+        let needs_key = match self.config.syncs.iter().find(|s| s.path == path) {
+            Some(route) => route.auth,
+            None => self.pools.iter().any(|p| p.config.routes.iter().any(|r| r.matches(&path))),
+        };
+        match needs_key.then(|| self.check_auth(req)) {
+            Some(AuthDecision::Deny { status, body }) => Some((status, body)),
+            _ => None,
         }
     }
 

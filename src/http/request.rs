@@ -147,6 +147,16 @@ impl RequestReader {
         }
     }
 
+    /// The head of the request whose body is being received (its `body` is what has
+    /// arrived so far). Lets the caller refuse a request (e.g. 401) before it answers
+    /// `SendContinue` and the client uploads the body for nothing.
+    pub fn pending_head(&self) -> Option<&Request> {
+        match &self.state {
+            State::Body { request, .. } => Some(request),
+            _ => None,
+        }
+    }
+
     /// Bytes received but not yet consumed.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos
@@ -705,6 +715,7 @@ GET /4 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
         let mut reader = RequestReader::new(LIMITS);
         reader.push(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(reader.poll(), Ok(ReadEvent::SendContinue));
+        assert_eq!(reader.pending_head().map(|r| r.method.as_str()), Some("PUT"));
         assert_eq!(reader.poll(), Ok(ReadEvent::NeedMore));
         reader.push(b"abc");
         assert!(matches!(reader.poll(), Ok(ReadEvent::Request(r)) if r.body == b"abc"));
