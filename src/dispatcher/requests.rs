@@ -341,15 +341,15 @@ impl Dispatcher {
         headers.push(("x-request-id".into(), inf.x_request_id.clone()));
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(slot) = conn.slot_mut(id) else { return };
-        http::encode_response(
-            if inf.http10 { Version::Http10 } else { Version::Http11 },
-            status,
-            &headers,
-            body,
-            inf.keep_alive,
-            inf.head_only,
-            &mut slot.buf,
-        );
+        let version = if inf.http10 { Version::Http10 } else { Version::Http11 };
+        // A worker that handles HEAD itself (a WSGI app) sends no body but the length the
+        // GET body would have; content-length: 0 would be a lie (RFC 9110 §8.6).
+        let head_length = if inf.head_only && body.is_empty() { worker_content_length(&headers) } else { None };
+        if let Some(n) = head_length {
+            http::encode_head(version, status, &headers, BodyFraming::Length(n), inf.keep_alive, &mut slot.buf);
+        } else {
+            http::encode_response(version, status, &headers, body, inf.keep_alive, inf.head_only, &mut slot.buf);
+        }
         slot.done = true;
         slot.close_after = !inf.keep_alive;
         self.log_access(&inf.access, status, body.len() as u64);
@@ -541,5 +541,40 @@ impl Dispatcher {
 
     fn log_access(&self, a: &AccessInfo, status: u16, bytes: u64) {
         crate::logging::access(self.config.server.access_log, a, status, bytes);
+    }
+}
+
+/// The worker's own `content-length`, when it sent exactly one that parses (a HEAD answer).
+fn worker_content_length(headers: &[(String, String)]) -> Option<u64> {
+    let mut values = headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+    let (_, v) = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_content_length;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn head_length_taken_only_from_one_clean_worker_value() {
+        assert_eq!(worker_content_length(&h(&[("Content-Length", "42")])), Some(42));
+        assert_eq!(worker_content_length(&h(&[("x", "1"), ("content-length", " 7 ")])), Some(7));
+        assert_eq!(worker_content_length(&h(&[])), None);
+        assert_eq!(worker_content_length(&h(&[("content-length", "-1")])), None);
+        assert_eq!(worker_content_length(&h(&[("content-length", "+5")])), None);
+        assert_eq!(worker_content_length(&h(&[("content-length", "1, 1")])), None);
+        assert_eq!(worker_content_length(&h(&[("content-length", "1"), ("Content-Length", "2")])), None);
+        assert_eq!(worker_content_length(&h(&[("content-length", "99999999999999999999999")])), None);
     }
 }
