@@ -250,6 +250,26 @@ fn flask_get_post_form_query_headers() {
 }
 
 #[test]
+fn flask_head_keeps_get_content_length_without_body() {
+    let s = flask_server();
+    let get_len = get(&s.addr, "/hello").body.len();
+    assert!(get_len > 0);
+    let r = request(&s.addr, "HEAD", "/hello", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    // RFC 9110 §8.6: a HEAD content-length, if sent, is the GET body's length (Flask sends
+    // it with no body; the dispatcher must not rewrite it to 0).
+    assert_eq!(r.header("content-length"), Some(get_len.to_string().as_str()), "{:?}", r.headers);
+    // The connection framing is still right: a raw HEAD then GET on one connection.
+    let mut c = Client::connect(&s.addr);
+    c.send(b"HEAD /hello HTTP/1.1\r\nHost: test\r\n\r\n");
+    let r = c.read_response_to(true).expect("HEAD response");
+    assert_eq!(r.status, 200);
+    let r = keepalive_get(&mut c, "/hello");
+    assert_eq!(r.json(), serde_json::json!({"hello": "world"}));
+}
+
+#[test]
 fn flask_cookies_in_and_out() {
     let s = flask_server();
     let r = request(&s.addr, "GET", "/cookies", &[("Cookie", "a=1; b=two")], b"");
