@@ -505,3 +505,43 @@ fn conformance_kit_passes_against_python_shim() {
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     assert!(stdout.contains("streamed response"), "stream case did not run:\n{stdout}");
 }
+
+#[test]
+fn late_reply_after_timeout_is_dropped_worker_lives_on() {
+    let s = fixture_server("timeout = 1\n");
+    let pid = s.worker_pids("fx")[0];
+    let r = get(&s.addr, "/fx/park");
+    assert_eq!(r.status, 504, "{}", r.text());
+    // The worker still holds the parked request and answers it now: the dispatcher drops
+    // that late RESPONSE (the id is finished) without killing the worker.
+    let r = get(&s.addr, "/fx/release");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["released"], 1);
+    let r = get(&s.addr, "/fx/pid");
+    assert_eq!(r.json()["pid"], pid);
+    assert_eq!(s.worker_pids("fx"), vec![pid], "log:\n{}", s.log());
+}
+
+#[test]
+fn idle_python_worker_heartbeats_keep_it_alive() {
+    let s = fixture_server("stuck_timeout = 1\nheartbeat_interval = 0.2\n");
+    let pid = s.worker_pids("fx")[0];
+    // Several stuck_timeouts of idleness: heartbeats from the shim's loop must keep it.
+    std::thread::sleep(Duration::from_millis(3000));
+    let p = pool_status(&s, "fx");
+    assert_eq!(p["restarts_total"], 0, "{p}\nlog:\n{}", s.log());
+    assert_eq!(s.worker_pids("fx"), vec![pid]);
+    assert!(p["workers"][0]["last_heartbeat_age"].as_f64().unwrap_or(99.0) < 1.0, "{p}");
+}
+
+#[test]
+fn sse_stream_to_http10_client_is_close_delimited() {
+    let s = fixture_server("");
+    let raw = crate::util::raw_exchange(&s.addr, b"GET /fx/sse?count=3 HTTP/1.0\r\nHost: test\r\n\r\n");
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(crate::util::status_of(&raw), 200, "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head");
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{head}");
+    let ids: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+    assert_eq!(ids, ["0", "1", "2"], "{body}");
+}
