@@ -36,7 +36,7 @@ pub fn access(format: AccessLog, a: &AccessInfo, status: u16, bytes: u64) {
             target: "access",
             "{} - - [{}] \"{} {} HTTP/{}\" {} {} \"{}\" \"{}\" {:.3}ms",
             a.remote,
-            crate::http::http_date_now(),
+            crate::http::date::clf_now(),
             a.method,
             a.target,
             a.version,

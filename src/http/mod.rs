@@ -8,6 +8,7 @@
 //! writes the bytes produced here, which keeps every rule unit-testable.
 
 mod chunked;
+pub mod date;
 mod errors;
 mod request;
 mod response;

@@ -32,97 +32,16 @@ impl Validators {
 }
 
 // ---------------------------------------------------------------------------------------
-// HTTP dates
+// HTTP dates (formatting and parsing live in `http::date`, shared with the Date header)
 // ---------------------------------------------------------------------------------------
 
-const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]; // 1970-01-01 was a Thursday
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+pub use crate::http::date::{format_unix_secs, parse_http_date};
 
 /// Formats a time as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), for `Date` and
 /// `Last-Modified`. Times before the epoch are clamped to it.
 pub fn format_http_date(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     format_unix_secs(i64::try_from(secs).unwrap_or(i64::MAX))
-}
-
-fn format_unix_secs(secs: i64) -> String {
-    let secs = secs.max(0);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
-        WEEKDAYS[days.rem_euclid(7) as usize],
-        d,
-        MONTHS[(m - 1) as usize],
-        y,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 → (year, month 1-12, day 1-31).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// The inverse: (year, month 1-12, day 1-31) → days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses an HTTP date into seconds since the epoch. Accepts the three forms recipients
-/// must accept (RFC 9110 §5.6.7): IMF-fixdate, obsolete RFC 850 and asctime.
-pub fn parse_http_date(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let parts: Vec<&str> = s.split_ascii_whitespace().collect();
-    let (year, month, day, time) = match parts.as_slice() {
-        // Sun, 06 Nov 1994 08:49:37 GMT
-        [wd, d, mon, y, t, "GMT"] if wd.ends_with(',') => (y.parse().ok()?, *mon, parse_num(d)?, *t),
-        // Sunday, 06-Nov-94 08:49:37 GMT
-        [wd, dmy, t, "GMT"] if wd.ends_with(',') => {
-            let mut it = dmy.split('-');
-            let (d, mon, y) = (it.next()?, it.next()?, it.next()?);
-            let y: i64 = y.parse().ok()?;
-            // RFC 9110: a two-digit year more than 50 years in the future is the past century.
-            let y = if y < 100 { if y < 70 { 2000 + y } else { 1900 + y } } else { y };
-            (y, mon, parse_num(d)?, *t)
-        }
-        // Sun Nov  6 08:49:37 1994
-        [_wd, mon, d, t, y] => (y.parse().ok()?, *mon, parse_num(d)?, *t),
-        _ => return None,
-    };
-    let month = MONTHS.iter().position(|m| *m == month)? as u32 + 1;
-    let mut hms = time.split(':');
-    let (h, mi, se) = (parse_num(hms.next()?)?, parse_num(hms.next()?)?, parse_num(hms.next()?)?);
-    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    Some(days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(se))
-}
-
-fn parse_num(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 // ---------------------------------------------------------------------------------------
