@@ -1567,8 +1567,11 @@ module_path = "src"
     fn example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config.toml");
         let config = Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
-        assert_eq!(config.pools[0].name, "echo");
+        let names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["items", "flask", "echo"]);
         assert_eq!(config.pools[0].routes, vec![RoutePattern::Prefix("/api".into())]);
+        assert!(matches!(config.pools[0].worker, WorkerKind::Python { .. }));
+        assert!(matches!(config.pools[1].worker, WorkerKind::Wsgi { .. }));
         assert_eq!(config.syncs.len(), 3);
         assert!(config.syncs[2].auth && !config.syncs[0].auth);
         assert!(config.auth.is_some());

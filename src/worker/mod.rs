@@ -124,8 +124,8 @@ mod tests {
             let (mut req, mut rep) = ([0; 2], [0; 2]);
             // SAFETY: two valid 2-int arrays.
             unsafe {
-                assert_eq!(libc::pipe(req.as_mut_ptr()), 0);
-                assert_eq!(libc::pipe(rep.as_mut_ptr()), 0);
+                assert_eq!(libc::pipe2(req.as_mut_ptr(), libc::O_CLOEXEC), 0);
+                assert_eq!(libc::pipe2(rep.as_mut_ptr(), libc::O_CLOEXEC), 0);
             }
             let (rfd, wfd) = (req[0], rep[1]);
             let thread = std::thread::spawn(move || {
