@@ -354,7 +354,8 @@ wait_200 "http://127.0.0.1:$RS_PORT/api/pid"
 respawn() { "$PY" "$HERE/tools/respawn.py" --runs "$RESPAWN_RUNS" "$@" || true; }
 RESP_ECHO=$(respawn "http://127.0.0.1:$RS_PORT/echo/x" --status "http://127.0.0.1:$RS_PORT/status" --pool echo)
 RESP_PY=$(respawn "http://127.0.0.1:$RS_PORT/api/pid" --status "http://127.0.0.1:$RS_PORT/status" --pool python)
-# The same measurement on gunicorn and uhttp-workers, each restarted with 1 worker.
+# The same measurement on gunicorn and uhttp-workers, each restarted with 1 worker
+# (max_restarts raised as for rustworkers, so 10 kills do not mark the pool degraded).
 for p in "$GUNI_PID" "$UH_PID"; do kill -TERM "$p" 2>/dev/null || true; done
 G1_PORT=$(free_port)
 "$VENV/bin/gunicorn" -w 1 -k sync -b "127.0.0.1:$G1_PORT" --chdir "$HERE/apps" \
@@ -366,7 +367,7 @@ RESP_GUNI=$(respawn "http://127.0.0.1:$G1_PORT/api/pid")
 RESP_UH='{"error": "uhttp-workers not running"}'
 if [ "$UHTTP_OK" = 1 ]; then
     U1_PORT=$(free_port)
-    (cd "$HERE/apps" && exec "$PY" uhttp_hello.py "$U1_PORT" 1) 2>"$TMP/uhttp1.log" &
+    (cd "$HERE/apps" && exec "$PY" uhttp_hello.py "$U1_PORT" 1 1000) 2>"$TMP/uhttp1.log" &
     U1_PID=$!
     PIDS+=("$U1_PID")
     wait_200 "http://127.0.0.1:$U1_PORT/api/pid"
@@ -446,7 +447,8 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "- rustworkers runs with \`access_log = \"off\"\` and \`RUST_LOG=warn\`; gunicorn with its defaults (no access log); uhttp-workers with LOG_WARNING."
     echo "- gunicorn's sync worker closes the connection after every response (no keep-alive), so wrk reconnects for each request there; rustworkers, nginx and uhttp-workers keep connections alive."
     echo "- uhttp-workers 1.8.1 needs uhttp-server 2.x: with uhttp-server 3.x (what pip resolves from its \`>=2.6.0\` pin) the dispatcher crashes (\`HttpServer\` has no \`read_sockets\`)."
-    echo "- All servers run at the same time (idle ones only heartbeat); the respawn timings run after the load servers are stopped."
+    echo "- All servers run at the same time (idle ones only heartbeat); the respawn timings run after the load servers are stopped, on 1-worker pools with \`max_restarts = 1000\` (rustworkers, uhttp-workers) so that 10 kills in a row do not degrade the pool; gunicorn has no such limit."
+    echo "- A respawn run's clock starts just before the SIGKILL and stops at the first 200 from a new pid; the 500s listed are requests the dispatcher had already handed to the killed worker (answered 500, as documented), 503 is 'no live worker'."
     echo "- Exact command: \`bash bench/run.sh\` (environment: BENCH_DURATION=$DURATION BENCH_ROUNDS=$ROUNDS BENCH_THREADS=$THREADS BENCH_CONNS=$CONNS BENCH_RESPAWN_RUNS=$RESPAWN_RUNS)."
 } >"$OUT"
 

@@ -1,6 +1,6 @@
 """The same hello-JSON worker under uhttp-workers 1.8.1 (Dispatcher + WorkerPool, 2 workers by default).
 
-    python uhttp_hello.py PORT [WORKERS]
+    python uhttp_hello.py PORT [WORKERS [MAX_RESTARTS]]
 """
 
 import os
@@ -22,10 +22,11 @@ class HelloWorker(_workers.Worker):
 def main():
     port = int(sys.argv[1])
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    max_restarts = int(sys.argv[3]) if len(sys.argv) > 3 else 10  # upstream default
     dispatcher = _workers.Dispatcher(
         port=port,
         address="127.0.0.1",
-        pools=[_workers.WorkerPool(HelloWorker, num_workers=workers, routes=["/api/**"])],
+        pools=[_workers.WorkerPool(HelloWorker, num_workers=workers, routes=["/api/**"], max_restarts=max_restarts)],
         log_level=_workers.LOG_WARNING,
     )
     dispatcher.run()

@@ -86,7 +86,7 @@ def main():
             if code == 200 and isinstance(data, dict) and data.get("pid"):
                 break
             if time.monotonic() > deadline:
-                print(json.dumps({"error": "no worker answered", "runs_ms": runs}))
+                print(json.dumps({"error": "no worker answered", "runs_ms": [round(r, 1) for r in runs]}))
                 return 1
             time.sleep(0.01)
         old = int(data["pid"])
@@ -105,7 +105,7 @@ def main():
             if code != 200:
                 seen[str(code)] = seen.get(str(code), 0) + 1
             if time.perf_counter() - t0 > args.give_up:
-                print(json.dumps({"error": "no replacement answered", "runs_ms": runs}))
+                print(json.dumps({"error": f"no replacement answered within {args.give_up:.0f} s (run {len(runs) + 1})", "runs_ms": [round(r, 1) for r in runs]}))
                 return 1
             time.sleep(0.001)
         time.sleep(0.05)
