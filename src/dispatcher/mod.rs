@@ -297,10 +297,23 @@ impl Dispatcher {
                 return;
             }
             self.parse_requests(key, now);
+            if self.client_gone(key) {
+                self.close_conn(key);
+                return;
+            }
             if !self.write_conn(key, now) {
                 return;
             }
         }
+    }
+
+    /// The client closed its side while requests are still in pools: like nginx, treat it
+    /// as gone (its workers get DISCONNECT) instead of holding workers for a reader that
+    /// left.
+    fn client_gone(&self, key: usize) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|c| c.peer_closed && c.slots.iter().any(|s| s.req_id != 0 && !s.done))
     }
 
     /// Write what is ready on a connection; if it then wants to read more, drive it.

@@ -9,6 +9,7 @@ use log::{debug, info, warn};
 use super::connection::{Slot, StreamFraming};
 use super::{Dispatcher, Inflight};
 use crate::auth::AuthDecision;
+use crate::config::SyncKind;
 use crate::http::{self, BodyFraming, ReadEvent, Request, Version};
 use crate::ipc::{self, FrameType, RequestMeta};
 use crate::static_files::{self, StaticBody, StaticOutcome};
@@ -175,6 +176,13 @@ impl Dispatcher {
                     self.answer_json(key, &req, status, body, keep_alive, &x_request_id, &access);
                     return;
                 }
+            }
+            let read_only = matches!(route.kind, SyncKind::Health | SyncKind::Status | SyncKind::Metrics);
+            if read_only && req.method != "GET" && req.method != "HEAD" {
+                let (mut headers, body) = http::json_error(405, "method not allowed");
+                headers.push(("allow".into(), "GET, HEAD".into()));
+                self.answer_with(key, &req, 405, headers, body, keep_alive, &x_request_id, &access);
+                return;
             }
             let resp = self.run_sync_handler(&route, &req, now);
             let mut headers = resp.headers;

@@ -33,12 +33,31 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Entry point of a forked native worker: look `name` up, run it over fds 3/4, and
 /// return the exit status (0 on STOP or end of the request pipe).
 pub fn native_main(name: &str) -> i32 {
+    install_stuck_notice();
     let Some(factory) = super::api::lookup(name) else {
         eprintln_raw(&format!("rustworkers: no native worker registered as {name:?}"));
         return EXIT_UNKNOWN_WORKER;
     };
     let worker = factory();
     run_worker(worker, REQUEST_FD, REPLY_FD)
+}
+
+/// The dispatcher sends SIGUSR2 to a worker that stopped heartbeating, before SIGKILL.
+/// A native worker cannot dump a Rust stack safely from a signal handler, so it only says
+/// it was seen stuck (one write(2), async-signal-safe) and keeps running until the kill.
+fn install_stuck_notice() {
+    extern "C" fn on_sigusr2(_: libc::c_int) {
+        const MSG: &[u8] = b"native worker: SIGUSR2 received (no heartbeat: stuck in a handler?)\n";
+        // SAFETY: write(2) is async-signal-safe; MSG is a static buffer.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        }
+    }
+    // SAFETY: installs a handler that only calls write(2); done once at worker start,
+    // before any other thread exists in this process.
+    unsafe {
+        libc::signal(libc::SIGUSR2, on_sigusr2 as *const () as libc::sighandler_t);
+    }
 }
 
 /// Run `worker` reading frames from `request_fd` and writing to `reply_fd`.
