@@ -8,3 +8,4 @@ mod static_serving;
 mod config_cli;
 mod python_workers;
 mod lifecycle;
+mod accept_limits;

@@ -76,11 +76,34 @@ impl TestServer {
     }
 
     pub fn try_start_in(dir: TempDir, config: &str) -> Result<TestServer, String> {
+        Self::try_start_with(dir, config, None)
+    }
+
+    /// Start with the open-files limit (RLIMIT_NOFILE) of the server set to `nofile`.
+    pub fn start_with_nofile(config: &str, nofile: u64) -> TestServer {
+        Self::try_start_with(TempDir::new(), config, Some(nofile)).expect("server did not start")
+    }
+
+    fn try_start_with(dir: TempDir, config: &str, nofile: Option<u64>) -> Result<TestServer, String> {
         let text = config
             .replace("{dir}", &dir.path().display().to_string())
             .replace("{repo}", &repo().display().to_string());
         let cfg = dir.write("config.toml", text);
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(limit) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; the closure allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .arg("-c")
             .arg(&cfg)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
