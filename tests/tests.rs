@@ -9,3 +9,4 @@ mod config_cli;
 mod python_workers;
 mod lifecycle;
 mod accept_limits;
+mod pools;
