@@ -133,6 +133,10 @@ impl Pool {
                 if !all_parked && now.duration_since(since) >= recovery {
                     self.health = PoolHealth::Healthy;
                     self.restarts.clear();
+                    // The recovery interval was the wait: empty slots try again at once.
+                    for s in self.slots.iter_mut().filter(|s| s.worker.is_none() && !s.parked) {
+                        s.respawn_at = None;
+                    }
                     return true;
                 }
             }
@@ -152,8 +156,12 @@ impl Pool {
         false
     }
 
-    /// Slots that need a process started now.
+    /// Slots that need a process started now. None while degraded: a crash-looping pool
+    /// stops trying until `recovery_interval` (or a reload) clears the state.
     pub fn slots_to_spawn(&self, now: Instant) -> Vec<usize> {
+        if self.is_degraded() {
+            return Vec::new();
+        }
         self.slots
             .iter()
             .enumerate()
@@ -228,9 +236,11 @@ mod tests {
         assert!(!p.on_worker_exit(0, Exit::Signal(9), Duration::ZERO, 0, now));
         assert!(p.on_worker_exit(0, Exit::Signal(9), Duration::ZERO, 0, now));
         assert!(p.is_degraded());
+        assert!(p.slots_to_spawn(now + Duration::from_secs(5)).is_empty(), "no restarts while degraded");
         assert!(!p.tick(now + Duration::from_secs(5)));
         assert!(p.tick(now + Duration::from_secs(11)));
         assert!(!p.is_degraded());
+        assert!(p.slots_to_spawn(now + Duration::from_secs(11)).contains(&0), "tries again after recovery");
     }
 
     #[test]
