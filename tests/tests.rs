@@ -10,3 +10,4 @@ mod python_workers;
 mod lifecycle;
 mod accept_limits;
 mod pools;
+mod supervision;
