@@ -431,8 +431,8 @@ impl Kit {
             }
             FrameType::Response | FrameType::StreamStart => {
                 let m: ResponseMeta = f.meta_json().map_err(meta_err)?;
-                if !(100..=999).contains(&m.status) {
-                    return Err(format!("{kind} status {} not in 100..=999", m.status));
+                if !(200..=599).contains(&m.status) {
+                    return Err(format!("{kind} status {} not in 200..=599", m.status));
                 }
                 if !self.given.contains(&f.request_id) {
                     return Err(format!("{kind} for id {} that was not given or is finished", f.request_id));

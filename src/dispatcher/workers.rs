@@ -417,6 +417,20 @@ impl Dispatcher {
                     }
                     _ => {}
                 }
+                // Validated before the request leaves `in_hand`: on a violation the request
+                // is still this worker's, so the death answers it 500 (not a 504 much later).
+                let meta: Option<ResponseMeta> = match frame.kind {
+                    FrameType::Response | FrameType::StreamStart => {
+                        let meta: ResponseMeta = frame.meta_json().map_err(|e| e.to_string())?;
+                        // A final status: 1xx are interim (a 100/101 "final" answer would
+                        // desynchronize the client), and RFC 9110 §15 makes 600+ invalid.
+                        if !(200..=599).contains(&meta.status) {
+                            return Err(format!("status {} out of range 200..=599", meta.status));
+                        }
+                        Some(meta)
+                    }
+                    _ => None,
+                };
                 if finished {
                     w.in_hand.retain(|&x| x != id);
                     w.streams.remove(&id);
@@ -425,22 +439,14 @@ impl Dispatcher {
                     w.streams.insert(id);
                 }
                 let p = w.pool;
-                match frame.kind {
-                    FrameType::Response => {
-                        let meta: ResponseMeta = frame.meta_json().map_err(|e| e.to_string())?;
-                        if !(100..=999).contains(&meta.status) {
-                            return Err(format!("status {} out of range", meta.status));
-                        }
+                match (frame.kind, meta) {
+                    (FrameType::Response, Some(meta)) => {
                         self.complete_request(id, meta.status, meta.headers, &frame.body, now);
                     }
-                    FrameType::StreamStart => {
-                        let meta: ResponseMeta = frame.meta_json().map_err(|e| e.to_string())?;
-                        if !(100..=999).contains(&meta.status) {
-                            return Err(format!("status {} out of range", meta.status));
-                        }
+                    (FrameType::StreamStart, Some(meta)) => {
                         self.start_stream(id, meta.status, meta.headers, now);
                     }
-                    FrameType::StreamChunk => {
+                    (FrameType::StreamChunk, _) => {
                         if !self.stream_chunk(id, &frame.body, now) {
                             self.worker_abandoned(key, id);
                         }

@@ -54,7 +54,7 @@ pub struct RequestMeta {
 /// `RESPONSE` and `STREAM_START` meta.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ResponseMeta {
-    /// HTTP status, 100..=999.
+    /// HTTP status of a final response, 200..=599.
     pub status: u16,
     /// Response headers (framing headers are ignored by the dispatcher).
     #[serde(default)]
