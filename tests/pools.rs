@@ -464,3 +464,35 @@ fn conformance_kit_passes_python_items_worker() {
     let pp = format!("{}/workers:{}", repo().display(), repo().display());
     run_conformance(&["--", "python3", "-m", "rustworkers", "worker", "examples.items_worker:ItemsWorker"], &[("PYTHONPATH", pp)]);
 }
+
+#[test]
+fn invalid_worker_status_is_500_at_once_and_pool_recovers() {
+    // Worker statuses that are not a final HTTP status: the worker broke the protocol, its
+    // request gets 500 right away (not a 504 after the pool timeout), and the pool recovers.
+    let s = chaos_server("num_workers = 1\ntimeout = 20", "", 1);
+    for bad in [0u16, 99, 100, 101, 199, 600, 999] {
+        let t0 = Instant::now();
+        let raw = raw_exchange(&s.addr, format!("GET /chaos/x?status={bad} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        assert!(text.starts_with("HTTP/1.1 500 "), "status={bad}: {text}");
+        assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "status={bad}: more than one response head: {text}");
+        assert!(t0.elapsed() < Duration::from_secs(10), "status={bad}: answered only after {:?}", t0.elapsed());
+        assert_recovers(&s);
+    }
+    assert!(s.log().contains("broke the protocol"));
+}
+
+#[test]
+fn worker_204_and_304_are_sent_without_body() {
+    let s = chaos_server("num_workers = 1", "", 1);
+    for st in [204u16, 304] {
+        let mut c = Client::connect(&s.addr);
+        c.send(format!("GET /chaos/x?status={st} HTTP/1.1\r\nHost: t\r\n\r\nGET /chaos/next HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+        let r = c.read_response().expect("first response");
+        assert_eq!(r.status, st);
+        assert_eq!(r.header("transfer-encoding"), None, "{st}: {:?}", r.headers);
+        // The second pipelined response must follow directly: no body bytes in between.
+        let next = c.read_response().expect("second response");
+        assert_eq!(next.status, 200, "{st}: body bytes leaked after a {st}: {:?}", next);
+    }
+}

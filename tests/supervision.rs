@@ -177,6 +177,7 @@ fn sigkill_of_one_worker_under_load_fails_only_its_request() {
     let ok = statuses.iter().filter(|&&st| st == 200).count();
     let failed = statuses.iter().filter(|&&st| st == 500).count();
     assert_eq!(ok + failed, total, "statuses other than 200/500: {:?}", statuses.iter().filter(|&&st| st != 200 && st != 500).collect::<Vec<_>>());
+    eprintln!("sigkill under load: {ok} ok, {failed} failed");
     assert!(failed <= 1, "{failed} requests failed; the victim held at most 1 (1 credit)\n{}", s.log());
     let after = poll(Duration::from_secs(10), || {
         let p = s.worker_pids("chaos");
