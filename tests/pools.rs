@@ -258,6 +258,8 @@ fn spinning_worker_is_killed_after_usr2_and_request_gets_500() {
     assert!(log.contains("SIGUSR2"), "no SIGUSR2 step logged:\n{log}");
     assert!(log.contains("stuck: SIGKILL, holding ["), "{log}");
     assert!(log.contains("/chaos/spinner?spin=1"), "the held request is not named:\n{log}");
+    // The worker's own note of the SIGUSR2 reached the log through its captured stderr.
+    assert!(log.contains("stderr] native worker: SIGUSR2 received"), "{log}");
     assert_recovers(&s);
     assert_ne!(s.wait_ready("chaos", 1, Duration::from_secs(10)), before);
 }
@@ -495,4 +497,16 @@ fn worker_204_and_304_are_sent_without_body() {
         let next = c.read_response().expect("second response");
         assert_eq!(next.status, 200, "{st}: body bytes leaked after a {st}: {:?}", next);
     }
+}
+
+#[test]
+fn forward_frame_reaches_the_target_pool() {
+    let s = chaos_server("num_workers = 1", "", 1);
+    let served = |s: &TestServer| pool_status(s, "echo")["workers"][0]["served"].as_u64().unwrap();
+    let before = served(&s);
+    let r = request(&s.addr, "POST", "/chaos/x?forward=/echo/forwarded", &[("Content-Type", "application/json")], b"{\"n\": 1}");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["chaos"], "forward");
+    let reached = poll(Duration::from_secs(5), || (served(&s) == before + 1).then_some(()));
+    assert!(reached.is_some(), "forwarded request never served by echo: {}\n{}", pool_status(&s, "echo"), s.log());
 }
