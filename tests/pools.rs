@@ -137,6 +137,12 @@ class BinWorker(Worker):
     def echo(self, request):
         return bytes(request.data or b"")
 
+    @api("/bin/partial", "GET")
+    def partial(self, request):
+        os.write(1, b"line-one\nline-two-without-newline")
+        os.write(2, b"err-tail-without-newline")
+        os._exit(3)
+
     @api("/bin/pid", "GET")
     def pid(self, request):
         return {"pid": os.getpid()}
@@ -509,4 +515,46 @@ fn forward_frame_reaches_the_target_pool() {
     assert_eq!(r.json()["chaos"], "forward");
     let reached = poll(Duration::from_secs(5), || (served(&s) == before + 1).then_some(()));
     assert!(reached.is_some(), "forwarded request never served by echo: {}\n{}", pool_status(&s, "echo"), s.log());
+}
+
+#[test]
+fn last_partial_output_line_of_a_dying_worker_is_logged() {
+    let s = command_server();
+    let r = get(&s.addr, "/bin/partial");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(s.wait_for_log("stdout] line-one", Duration::from_secs(5)), "{}", s.log());
+    assert!(s.wait_for_log("stdout] line-two-without-newline", Duration::from_secs(5)), "unterminated last stdout line lost:\n{}", s.log());
+    assert!(s.wait_for_log("stderr] err-tail-without-newline", Duration::from_secs(5)), "unterminated last stderr line lost:\n{}", s.log());
+    assert_eq!(s.wait_ready("bin", 1, Duration::from_secs(20)).len(), 1);
+    assert!(poll(Duration::from_secs(5), || zombies_of(s.pid).is_empty().then_some(())).is_some());
+}
+
+#[test]
+fn worker_killed_mid_stream_truncates_the_response_and_pool_recovers() {
+    let s = chaos_server("num_workers = 1", "", 1);
+    let pid = s.worker_pids("chaos")[0];
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /chaos/s?stream=200 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("chunk 1\n") {
+        let n = c.read(&mut tmp).expect("read stream");
+        assert!(n > 0, "closed before the first chunks");
+        got.extend_from_slice(&tmp[..n]);
+    }
+    // SAFETY: kill(2) on a worker of the server this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    loop {
+        match c.read(&mut tmp) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&tmp[..n]),
+            Err(e) => panic!("connection not closed after the worker died mid-stream: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "a second response head was written into the stream: {text}");
+    assert!(!text.ends_with("0\r\n\r\n"), "a truncated stream must not look complete: {text}");
+    assert_recovers(&s);
 }
