@@ -398,14 +398,23 @@ impl Dispatcher {
     pub(super) fn stream_chunk(&mut self, id: u64, data: &[u8], now: Instant) -> bool {
         let Some(inf) = self.inflight.get(&id) else { return true };
         let Some(key) = inf.conn else { return true };
-        let Some(conn) = self.conns.get_mut(key) else { return false };
+        // No connection or no slot left for it (a HEAD answer is complete at STREAM_START
+        // and its slot may be gone): the request is over here. Forget it, or it would stay
+        // in flight for ever and hold a graceful stop until shutdown_timeout.
+        let Some(conn) = self.conns.get_mut(key) else {
+            self.inflight.remove(&id);
+            return false;
+        };
         if conn.buffered_for(id) > super::connection::MAX_STREAM_BUFFER {
             warn!("request {id}: client reads too slowly; cutting the stream");
             self.inflight.remove(&id);
             self.close_conn(key);
             return false;
         }
-        let Some(slot) = conn.slot_mut(id) else { return false };
+        let Some(slot) = conn.slot_mut(id) else {
+            self.inflight.remove(&id);
+            return false;
+        };
         if slot.done {
             return true;
         }
