@@ -254,3 +254,27 @@ fn sigquit_stops_fast_and_leaves_no_child() {
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(all_gone(&workers, Duration::from_secs(5)), "workers outlived the server");
 }
+
+#[test]
+fn head_of_a_streamed_response_does_not_stay_in_flight() {
+    // A HEAD answered by a streaming worker is complete at STREAM_START; the request must
+    // not linger in flight (it held every graceful stop until shutdown_timeout).
+    let mut s = server("num_workers = 1", "shutdown_timeout = 30");
+    let workers = s.wait_ready("chaos", 1, Duration::from_secs(10));
+    let mut c = Client::connect(&s.addr);
+    c.send(b"HEAD /chaos/s?stream=5 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_response_to(true).expect("HEAD response");
+    assert_eq!(r.status, 200);
+    let r = c.request(b"GET /chaos/ok HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200, "keep-alive connection unusable after HEAD of a stream");
+    drop(c);
+    let idle = poll(Duration::from_secs(5), || (pool_status(&s)["workers"][0]["in_hand"] == 0).then_some(()));
+    assert!(idle.is_some(), "{}", pool_status(&s));
+    let t0 = Instant::now();
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(40)).expect("server did not exit");
+    assert_eq!(status.code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(15), "graceful stop waited {:?} for a finished HEAD", t0.elapsed());
+    assert!(!s.log().contains("shutdown timeout"), "{}", s.log());
+    assert!(all_gone(&workers, Duration::from_secs(5)));
+}
