@@ -96,7 +96,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
                 return Err(with_hint("`conformance` takes no config file".to_string()));
             }
             if positional.is_empty() {
-                return Err(with_hint("`conformance` needs a worker program: rustworkers conformance -- PROG [ARGS]".to_string()));
+                return Err(with_hint(
+                    "`conformance` needs a worker program: rustworkers conformance -- PROG [ARGS]".to_string(),
+                ));
             }
             Ok(Command::Conformance { argv: positional })
         }
@@ -105,7 +107,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, Str
             let config = match (config, positional.as_slice()) {
                 (Some(config), []) => config,
                 (None, [file]) => PathBuf::from(file),
-                (None, []) => return Err(with_hint("`check` needs a config file: rustworkers check -c FILE".to_string())),
+                (None, []) => {
+                    return Err(with_hint("`check` needs a config file: rustworkers check -c FILE".to_string()));
+                }
                 _ => return Err(with_hint(format!("unexpected argument `{}`", positional[0]))),
             };
             Ok(Command::Check { config })
@@ -166,7 +170,10 @@ mod tests {
     #[test]
     fn conformance_takes_everything_after_dashdash() {
         let argv = |v: &[&str]| Ok(Command::Conformance { argv: v.iter().map(|s| s.to_string()).collect() });
-        assert_eq!(parse(&["conformance", "--", "python3", "-m", "w", "-c", "x"]), argv(&["python3", "-m", "w", "-c", "x"]));
+        assert_eq!(
+            parse(&["conformance", "--", "python3", "-m", "w", "-c", "x"]),
+            argv(&["python3", "-m", "w", "-c", "x"])
+        );
         assert_eq!(parse(&["conformance", "./worker"]), argv(&["./worker"]));
         assert!(parse(&["conformance", "--"]).unwrap_err().contains("needs a worker program"));
         assert!(parse(&["-c", "a", "conformance", "--", "x"]).unwrap_err().contains("takes no config"));

@@ -95,8 +95,15 @@ pub enum SyncKind {
     Health,
     Status,
     Metrics,
-    StaticResponse { status: u16, body: String, headers: Vec<(String, String)> },
-    Redirect { location: String, status: u16 },
+    StaticResponse {
+        status: u16,
+        body: String,
+        headers: Vec<(String, String)>,
+    },
+    Redirect {
+        location: String,
+        status: u16,
+    },
     /// A handler registered from Rust code under this name (see `sync_handlers`).
     Custom(String),
 }
@@ -332,8 +339,7 @@ impl Config {
         }
         let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         // The text is a constant checked by unit tests; failing here is a build bug.
-        parse_config(EMBEDDED_DEFAULT_TOML, EMBEDDED_SOURCE, &base, true)
-            .expect("EMBEDDED_DEFAULT_TOML must be valid")
+        parse_config(EMBEDDED_DEFAULT_TOML, EMBEDDED_SOURCE, &base, true).expect("EMBEDDED_DEFAULT_TOML must be valid")
     }
 }
 
@@ -349,7 +355,8 @@ fn find_static_dir() -> Option<PathBuf> {
 
 fn parse_config(text: &str, source: &str, base_dir: &Path, drop_statics: bool) -> Result<Config, ConfigError> {
     // Syntax first: the spanned tree also maps error offsets to key paths and back.
-    let tree = toml::de::DeTable::parse(text).map_err(|err| ConfigError::at(source, text, err.span(), None, err.message()))?;
+    let tree =
+        toml::de::DeTable::parse(text).map_err(|err| ConfigError::at(source, text, err.span(), None, err.message()))?;
     let spans = SpanIndex::build(tree.get_ref());
     let mut raw: FileConfig = toml::from_str(text).map_err(|err| {
         let key = err.span().and_then(|span| spans.path_at(&span));
@@ -425,7 +432,8 @@ impl SpanIndex {
     fn add_table(&mut self, prefix: &str, table: &toml::de::DeTable<'_>) {
         for (key, value) in table.iter() {
             let name = key.get_ref();
-            let segment = if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            let segment = if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 name.to_string()
             } else {
                 format!("{name:?}")
@@ -773,9 +781,19 @@ fn validate_server(raw: FileServer, base_dir: &Path) -> Check<ServerConfig> {
     }
     let limits = raw.limits;
     let limits = Limits {
-        max_request_line: at_least(limits.max_request_line, DEFAULT_MAX_REQUEST_LINE, 16, "server.limits.max_request_line")?,
+        max_request_line: at_least(
+            limits.max_request_line,
+            DEFAULT_MAX_REQUEST_LINE,
+            16,
+            "server.limits.max_request_line",
+        )?,
         max_headers: at_least(limits.max_headers, DEFAULT_MAX_HEADERS, 1, "server.limits.max_headers")?,
-        max_header_bytes: at_least(limits.max_header_bytes, DEFAULT_MAX_HEADER_BYTES, 64, "server.limits.max_header_bytes")?,
+        max_header_bytes: at_least(
+            limits.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+            64,
+            "server.limits.max_header_bytes",
+        )?,
         max_body_bytes: limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
     };
     Ok(ServerConfig {
@@ -816,7 +834,8 @@ fn parse_bind(text: &str, base_dir: &Path) -> Result<BindAddr, String> {
 fn validate_headers(raw: BTreeMap<String, String>, key: &str) -> Check<Vec<(String, String)>> {
     let mut headers = Vec::with_capacity(raw.len());
     for (name, value) in raw {
-        let is_token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let is_token =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !is_token {
             return Err(invalid(format!("{key}.{name:?}"), "expected a header name made of letters, digits and -"));
         }
@@ -933,15 +952,18 @@ fn validate_sync(raw: FileSync, key: &str, auth: Option<&AuthConfig>) -> Check<S
             SyncKind::StaticResponse { status, body: raw.body.unwrap_or_default(), headers }
         }
         FileSyncKind::Redirect => {
-            let location = raw.location.ok_or_else(|| {
-                invalid(format!("{key}.location"), "kind = \"redirect\" requires `location`")
-            })?;
+            let location = raw
+                .location
+                .ok_or_else(|| invalid(format!("{key}.location"), "kind = \"redirect\" requires `location`"))?;
             if location.is_empty() || location.chars().any(|c| c.is_control() || c == ' ') {
                 return Err(invalid(format!("{key}.location"), format!("expected a URL or path, got {location:?}")));
             }
             let status = raw.status.unwrap_or(DEFAULT_REDIRECT_STATUS);
             if ![301, 302, 303, 307, 308].contains(&status) {
-                return Err(invalid(format!("{key}.status"), format!("expected 301, 302, 303, 307 or 308, got {status}")));
+                return Err(invalid(
+                    format!("{key}.status"),
+                    format!("expected 301, 302, 303, 307 or 308, got {status}"),
+                ));
             }
             SyncKind::Redirect { location, status }
         }
@@ -1006,17 +1028,14 @@ fn parse_route(text: &str, key: &str) -> Check<RoutePattern> {
         return Err(invalid(key, format!("`**` is only allowed as a final `/**` segment, got {text:?}")));
     }
     check_url_path(path, key)?;
-    if is_prefix {
-        Ok(RoutePattern::Prefix(path.to_string()))
-    } else {
-        Ok(RoutePattern::Exact(path.to_string()))
-    }
+    if is_prefix { Ok(RoutePattern::Prefix(path.to_string())) } else { Ok(RoutePattern::Exact(path.to_string())) }
 }
 
 fn validate_pool(raw: FilePool, key: &str, base_dir: &Path) -> Check<PoolConfig> {
     let k = |field: &str| format!("{key}.{field}");
     let name = raw.name;
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err(invalid(k("name"), format!("expected 1-64 characters from [A-Za-z0-9_-], got {name:?}")));
     }
     if raw.routes.is_empty() {
@@ -1087,10 +1106,14 @@ fn validate_pool(raw: FilePool, key: &str, base_dir: &Path) -> Check<PoolConfig>
 
     let num_workers = raw.num_workers.unwrap_or(DEFAULT_NUM_WORKERS as i64);
     if num_workers < 1 || num_workers > MAX_NUM_WORKERS as i64 {
-        return Err(invalid(k("num_workers"), format!("expected an integer in 1..={MAX_NUM_WORKERS}, got {num_workers}")));
+        return Err(invalid(
+            k("num_workers"),
+            format!("expected an integer in 1..={MAX_NUM_WORKERS}, got {num_workers}"),
+        ));
     }
     let stuck_timeout = positive_secs(raw.stuck_timeout, DEFAULT_STUCK_TIMEOUT, &k("stuck_timeout"))?;
-    let heartbeat_interval = positive_secs(raw.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL, &k("heartbeat_interval"))?;
+    let heartbeat_interval =
+        positive_secs(raw.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL, &k("heartbeat_interval"))?;
     if heartbeat_interval >= stuck_timeout {
         return Err(invalid(
             k("heartbeat_interval"),
@@ -1104,7 +1127,10 @@ fn validate_pool(raw: FilePool, key: &str, base_dir: &Path) -> Check<PoolConfig>
     let recovery = non_negative_secs(raw.recovery_interval, 0.0, &k("recovery_interval"))?;
     let permanent_failure_exitcode = match raw.permanent_failure_exitcode {
         Some(code) if !(1..=255).contains(&code) => {
-            return Err(invalid(k("permanent_failure_exitcode"), format!("expected an exit code in 1..=255, got {code}")));
+            return Err(invalid(
+                k("permanent_failure_exitcode"),
+                format!("expected an exit code in 1..=255, got {code}"),
+            ));
         }
         other => other,
     };
@@ -1127,7 +1153,10 @@ fn validate_pool(raw: FilePool, key: &str, base_dir: &Path) -> Check<PoolConfig>
         Some(dir) => {
             let path = base_dir.join(&dir);
             if !path.is_dir() {
-                return Err(invalid(k("cwd"), format!("expected an existing directory, {} is not one", path.display())));
+                return Err(invalid(
+                    k("cwd"),
+                    format!("expected an existing directory, {} is not one", path.display()),
+                ));
             }
             Some(path)
         }
@@ -1138,7 +1167,8 @@ fn validate_pool(raw: FilePool, key: &str, base_dir: &Path) -> Check<PoolConfig>
             return Err(invalid(k(field), "expected a name or numeric id"));
         }
     }
-    let max_frame_bytes = at_least(raw.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES, &k("max_frame_bytes"))?;
+    let max_frame_bytes =
+        at_least(raw.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES, &k("max_frame_bytes"))?;
     let kwargs = match raw.kwargs {
         Some(table) => toml_table_to_json(table, &k("kwargs"))?,
         None => serde_json::Map::new(),
@@ -1189,7 +1219,11 @@ fn toml_to_json(value: toml::Value, key: &str) -> Check<serde_json::Value> {
         toml::Value::Boolean(b) => J::Bool(b),
         toml::Value::Datetime(d) => J::String(d.to_string()),
         toml::Value::Array(items) => J::Array(
-            items.into_iter().enumerate().map(|(i, v)| toml_to_json(v, &format!("{key}[{i}]"))).collect::<Check<_>>()?,
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| toml_to_json(v, &format!("{key}[{i}]")))
+                .collect::<Check<_>>()?,
         ),
         toml::Value::Table(table) => J::Object(toml_table_to_json(table, key)?),
     })
@@ -1510,7 +1544,13 @@ module_path = "src"
 
     #[test]
     fn bad_numbers_and_timeouts() {
-        assert_err(&format!("{POOL}num_workers = 0\n"), "pool[0].num_workers", 5, 15, "expected an integer in 1..=1024, got 0");
+        assert_err(
+            &format!("{POOL}num_workers = 0\n"),
+            "pool[0].num_workers",
+            5,
+            15,
+            "expected an integer in 1..=1024, got 0",
+        );
         assert_err(&format!("{POOL}num_workers = 5000\n"), "pool[0].num_workers", 5, 15, "got 5000");
         assert_err(&format!("{POOL}timeout = 0\n"), "pool[0].timeout", 5, 11, "> 0");
         assert_err(&format!("{POOL}stuck_timeout = -1.5\n"), "pool[0].stuck_timeout", 5, 17, "> 0");

@@ -12,15 +12,15 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::ipc::{
-    encode_frame, encode_json, ConfigMeta, CreditMeta, ForwardMeta, Frame, FrameDecoder,
-    FrameType, HeartbeatMeta, HelloMeta, LogMeta, RequestMeta, ResponseMeta,
+    ConfigMeta, CreditMeta, ForwardMeta, Frame, FrameDecoder, FrameType, HeartbeatMeta, HelloMeta, LogMeta,
+    RequestMeta, ResponseMeta, encode_frame, encode_json,
 };
-use crate::spawn::{spawn_worker, Program, SpawnSpec};
+use crate::spawn::{Program, SpawnSpec, spawn_worker};
 
 /// Heartbeat interval sent in CONFIG; heartbeats must arrive within 3× this.
 const HEARTBEAT_INTERVAL: f64 = 0.2;
@@ -43,7 +43,12 @@ pub struct Options {
 
 impl Options {
     pub fn new(program: Program) -> Options {
-        Options { program, stream_path: None, case_timeout: Duration::from_secs(5), startup_timeout: Duration::from_secs(10) }
+        Options {
+            program,
+            stream_path: None,
+            case_timeout: Duration::from_secs(5),
+            startup_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -69,7 +74,8 @@ impl Report {
     }
 }
 
-const USAGE: &str = "usage: rustworkers conformance [--stream-path PATH] [--timeout SECS] (--native NAME | [--] PROGRAM [ARGS...])";
+const USAGE: &str =
+    "usage: rustworkers conformance [--stream-path PATH] [--timeout SECS] (--native NAME | [--] PROGRAM [ARGS...])";
 
 /// CLI entry: `[--stream-path PATH] [--timeout SECS] (--native NAME | [--] PROGRAM ARGS…)`.
 /// Prints the report to stdout; returns 0 when every case passed, 1 otherwise, 2 on usage errors.
@@ -114,7 +120,11 @@ fn parse_args(argv: &[String]) -> Result<Options, String> {
             }
             "--timeout" => {
                 let v = value(i)?;
-                let secs: f64 = v.parse().ok().filter(|s: &f64| s.is_finite() && *s > 0.0).ok_or_else(|| format!("bad --timeout {v:?}"))?;
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| format!("bad --timeout {v:?}"))?;
                 timeout = Some(Duration::from_secs_f64(secs));
                 i += 2;
             }
@@ -171,7 +181,11 @@ pub fn run_cases(opts: &Options, out: &mut dyn Write) -> Report {
 
     // One long-lived worker for the request cases, then STOP on it.
     let mut main = Kit::start(opts);
-    record("config then hello", main.as_mut().map_err(|e| e.clone()).and_then(|k| k.handshake(opts.startup_timeout)), out);
+    record(
+        "config then hello",
+        main.as_mut().map_err(|e| e.clone()).and_then(|k| k.handshake(opts.startup_timeout)),
+        out,
+    );
     let mut cases: Vec<(&'static str, Box<CaseFn>)> = vec![
         ("GET request answered", Box::new(move |k: &mut Kit| k.case_get(t))),
         ("POST with all 256 byte values", Box::new(move |k: &mut Kit| k.case_post_bytes(t))),
@@ -198,10 +212,8 @@ pub fn run_cases(opts: &Options, out: &mut dyn Write) -> Report {
     drop(main);
 
     // Fresh workers for the cases that end them.
-    let fresh: [(&'static str, FreshCaseFn); 2] = [
-        ("EOF on request pipe exits 0", Kit::case_eof),
-        ("malformed frame is fatal", Kit::case_malformed),
-    ];
+    let fresh: [(&'static str, FreshCaseFn); 2] =
+        [("EOF on request pipe exits 0", Kit::case_eof), ("malformed frame is fatal", Kit::case_malformed)];
     for (name, case) in fresh {
         let outcome = Kit::start(opts).and_then(|mut k| {
             k.handshake(opts.startup_timeout).map_err(|e| format!("no handshake: {e}"))?;
@@ -286,7 +298,10 @@ impl Kit {
             method: method.into(),
             path: path.into(),
             query: query.map(str::to_string),
-            headers: vec![("host".into(), "conformance".into()), ("content-type".into(), "application/octet-stream".into())],
+            headers: vec![
+                ("host".into(), "conformance".into()),
+                ("content-type".into(), "application/octet-stream".into()),
+            ],
             remote_addr: "127.0.0.1".into(),
             remote_port: 40000,
             http_version: "1.1".into(),
@@ -407,7 +422,8 @@ impl Kit {
             if Instant::now() >= deadline {
                 return Err(format!("timed out waiting for {waiting_for}"));
             }
-            self.pump(None, deadline).map_err(|e| if e == "timed out" { format!("timed out waiting for {waiting_for}") } else { e })?;
+            self.pump(None, deadline)
+                .map_err(|e| if e == "timed out" { format!("timed out waiting for {waiting_for}") } else { e })?;
         }
     }
 
@@ -496,7 +512,12 @@ impl Kit {
                 }
                 FrameType::StreamStart => {
                     let m: ResponseMeta = f.meta_json().map_err(|e| e.to_string())?;
-                    open.push(Answer { id: f.request_id, status: m.status, body: Vec::new(), streamed_chunks: Some(0) });
+                    open.push(Answer {
+                        id: f.request_id,
+                        status: m.status,
+                        body: Vec::new(),
+                        streamed_chunks: Some(0),
+                    });
                 }
                 FrameType::StreamChunk | FrameType::StreamEnd => {
                     let Some(pos) = open.iter().position(|a| a.id == f.request_id) else { continue };
@@ -523,7 +544,11 @@ impl Kit {
         match self.next_frame(deadline, "HELLO") {
             Ok(Some(f)) if f.kind == FrameType::Hello => {
                 let m: HelloMeta = f.meta_json().map_err(|e| e.to_string())?;
-                let note = if m.pid as i32 == self.pid.as_raw() { String::new() } else { format!(", HELLO pid {} != child pid {}", m.pid, self.pid) };
+                let note = if m.pid as i32 == self.pid.as_raw() {
+                    String::new()
+                } else {
+                    format!(", HELLO pid {} != child pid {}", m.pid, self.pid)
+                };
                 Ok(format!("credits {}{note}", m.credits))
             }
             Ok(Some(f)) => self.fail(format!("first frame is {}", f.kind.name())),

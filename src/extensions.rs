@@ -24,7 +24,11 @@ impl Extensions {
     }
 
     /// Register a sync handler under `name`, used by `[[sync]] kind = "custom", name = ...`.
-    pub fn sync_handler(mut self, name: &str, handler: impl Fn(&Request, &ServerStatus) -> SyncResponse + 'static) -> Self {
+    pub fn sync_handler(
+        mut self,
+        name: &str,
+        handler: impl Fn(&Request, &ServerStatus) -> SyncResponse + 'static,
+    ) -> Self {
         self.sync.insert(name.to_string(), Box::new(handler));
         self
     }
@@ -44,6 +48,9 @@ impl Extensions {
 
 impl std::fmt::Debug for Extensions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Extensions").field("sync", &self.sync.keys().collect::<Vec<_>>()).field("auth", &self.auth.is_some()).finish()
+        f.debug_struct("Extensions")
+            .field("sync", &self.sync.keys().collect::<Vec<_>>())
+            .field("auth", &self.auth.is_some())
+            .finish()
     }
 }

@@ -5,22 +5,22 @@
 //! every other request over pipes to forked worker processes grouped in pools.
 //! See `docs/` for the pipe protocol and the config reference.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod http;
-pub mod static_files;
-pub mod ipc;
-pub mod spawn;
-pub mod worker;
 pub mod conformance;
-pub mod auth;
 pub mod dispatcher;
 pub mod extensions;
+pub mod http;
+pub mod ipc;
 pub mod logging;
 pub mod metrics;
 pub mod pool;
 pub mod python;
+pub mod spawn;
+pub mod static_files;
 pub mod sync_handlers;
+pub mod worker;
 
 pub use config::Config;
 pub use dispatcher::RunError;

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 /// then found by Python itself).
 pub fn shim_dir() -> Option<PathBuf> {
     let has_shim = |dir: &PathBuf| dir.join("rustworkers").join("__init__.py").is_file();
-    if let Some(dir) = std::env::var_os("RUSTWORKERS_SHIM_DIR").map(PathBuf::from) {
-        if has_shim(&dir) {
-            return Some(dir);
-        }
+    if let Some(dir) = std::env::var_os("RUSTWORKERS_SHIM_DIR").map(PathBuf::from)
+        && has_shim(&dir)
+    {
+        return Some(dir);
     }
     if let Ok(exe) = std::env::current_exe() {
         let mut dir = exe.parent().map(PathBuf::from);

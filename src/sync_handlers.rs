@@ -94,9 +94,17 @@ pub fn metrics(s: &ServerStatus) -> SyncResponse {
     use std::fmt::Write;
     let m = &s.metrics;
     let mut out = String::new();
-    let _ = writeln!(out, "# TYPE rustworkers_connections_total counter\nrustworkers_connections_total {}", m.connections_total);
+    let _ = writeln!(
+        out,
+        "# TYPE rustworkers_connections_total counter\nrustworkers_connections_total {}",
+        m.connections_total
+    );
     let _ = writeln!(out, "# TYPE rustworkers_requests_total counter\nrustworkers_requests_total {}", m.requests_total);
-    let _ = writeln!(out, "# TYPE rustworkers_bad_requests_total counter\nrustworkers_bad_requests_total {}", m.bad_requests);
+    let _ = writeln!(
+        out,
+        "# TYPE rustworkers_bad_requests_total counter\nrustworkers_bad_requests_total {}",
+        m.bad_requests
+    );
     let _ = writeln!(out, "# TYPE rustworkers_connections gauge\nrustworkers_connections {}", s.connections);
     let _ = writeln!(out, "# TYPE rustworkers_pool_responses_total counter");
     for class in 1..=5 {

@@ -4,7 +4,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{binary, repo, TempDir};
+use crate::util::{TempDir, binary, repo};
 
 /// Run the binary with `args`, killing it if it runs longer than 15 s.
 fn run(args: &[&str]) -> Output {
@@ -82,11 +82,11 @@ fn starting_with_a_bad_config_fails_with_the_same_message() {
         let started = run(&["-c", &p]);
         assert!(!started.status.success(), "config {i} started");
         assert_ne!(started.status.code(), None, "config {i}: killed by a signal");
-        let first_line = |o: &Output| {
-            String::from_utf8_lossy(&o.stderr).lines().find(|l| l.contains(&p)).map(str::to_string)
-        };
+        let first_line =
+            |o: &Output| String::from_utf8_lossy(&o.stderr).lines().find(|l| l.contains(&p)).map(str::to_string);
         let c = first_line(&checked).expect("check names the file");
-        let s = first_line(&started).unwrap_or_else(|| panic!("start does not name the file: {}", all_output(&started)));
+        let s =
+            first_line(&started).unwrap_or_else(|| panic!("start does not name the file: {}", all_output(&started)));
         assert_eq!(c, s, "config {i}");
     }
 }
@@ -105,7 +105,8 @@ fn missing_config_file_is_an_error() {
 #[test]
 fn valid_configs_pass_check() {
     let dir = TempDir::new();
-    let p = dir.write("ok.toml", "[server]\nbind = [\"127.0.0.1:0\"]\n\n[[sync]]\npath = \"/health\"\nkind = \"health\"\n");
+    let p =
+        dir.write("ok.toml", "[server]\nbind = [\"127.0.0.1:0\"]\n\n[[sync]]\npath = \"/health\"\nkind = \"health\"\n");
     let o = run(&["check", "-c", &p.display().to_string()]);
     assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
     let empty = dir.write("empty.toml", "");

@@ -57,11 +57,13 @@ num_workers = 1
     // Handlers are plain closures (not Send): the dispatcher is built on its own thread.
     let server = std::thread::spawn(move || {
         let ext = Extensions::new()
-        .sync_handler("version", |_req, status| SyncResponse::json(200, &serde_json::json!({"custom": true, "pools": status.pools.len()})))
-        .auth_check(|req| match req.header("x-tenant") {
-            Some(t) => AuthDecision::Allow { context: serde_json::json!({"tenant": t}) },
-            None => AuthDecision::Deny { status: 401, body: serde_json::json!({"error": "no tenant"}) },
-        });
+            .sync_handler("version", |_req, status| {
+                SyncResponse::json(200, &serde_json::json!({"custom": true, "pools": status.pools.len()}))
+            })
+            .auth_check(|req| match req.header("x-tenant") {
+                Some(t) => AuthDecision::Allow { context: serde_json::json!({"tenant": t}) },
+                None => AuthDecision::Deny { status: 401, body: serde_json::json!({"error": "no tenant"}) },
+            });
         rustworkers::run(config, ext)
     });
 

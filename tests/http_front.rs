@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use crate::util::{get, pid_alive, request, Client, TempDir, TestServer};
+use crate::util::{Client, TempDir, TestServer, get, pid_alive, request};
 
 const CONFIG: &str = r#"
 [server]
@@ -76,7 +76,11 @@ fn expect_status_then_close(addr: &str, raw: &[u8], status: u16) {
     c.send(raw);
     let resp = c.read_response().unwrap_or_else(|| panic!("no response to {:?}", String::from_utf8_lossy(raw)));
     assert_eq!(resp.status, status, "for {:?}: {}", String::from_utf8_lossy(raw), resp.text());
-    assert!(c.is_closed(Duration::from_secs(5)), "connection left open after {status} for {:?}", String::from_utf8_lossy(raw));
+    assert!(
+        c.is_closed(Duration::from_secs(5)),
+        "connection left open after {status} for {:?}",
+        String::from_utf8_lossy(raw)
+    );
 }
 
 #[test]
@@ -507,7 +511,9 @@ fn expect_100_continue_refused_by_auth_before_the_body() {
     s.wait_ready("echo", 1, Duration::from_secs(10));
     // Wrong key: the final 401 comes at once, with no 100 Continue before it, then the close.
     let mut c = Client::connect(&s.addr);
-    c.send(b"POST /echo/up HTTP/1.1\r\nHost: t\r\nX-Api-Key: wrong\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n");
+    c.send(
+        b"POST /echo/up HTTP/1.1\r\nHost: t\r\nX-Api-Key: wrong\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n",
+    );
     let r = c.read_response().expect("401");
     assert_eq!(r.status, 401, "got {} before the body was sent", r.status);
     assert!(c.is_closed(Duration::from_secs(5)), "connection kept open with an unread body");
@@ -517,7 +523,9 @@ fn expect_100_continue_refused_by_auth_before_the_body() {
     assert_eq!(c.read_response().expect("401").status, 401);
     // Right key: 100, then the final answer after the body.
     let mut c = Client::connect(&s.addr);
-    c.send(b"POST /echo/up HTTP/1.1\r\nHost: t\r\nX-Api-Key: k-one\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    c.send(
+        b"POST /echo/up HTTP/1.1\r\nHost: t\r\nX-Api-Key: k-one\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
     assert_eq!(c.read_response().expect("100").status, 100);
     c.send(b"hello");
     let r = c.read_response().expect("final");

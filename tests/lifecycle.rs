@@ -4,7 +4,7 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::util::{get, pid_alive, Client, TestServer};
+use crate::util::{Client, TestServer, get, pid_alive};
 
 const CONFIG: &str = r#"
 [server]

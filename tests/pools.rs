@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{binary, get, raw_exchange, repo, request, zombies_of, Client, TempDir, TestServer};
+use crate::util::{Client, TempDir, TestServer, binary, get, raw_exchange, repo, request, zombies_of};
 
 const BASE: &str = r#"
 [server]
@@ -51,7 +51,10 @@ fn chaos_server(pool_extra: &str, server_extra: &str, ready: usize) -> TestServe
 
 pub fn pool_status(s: &TestServer, pool: &str) -> serde_json::Value {
     let v = get(&s.addr, "/status").json();
-    v["pools"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == pool).cloned()).unwrap_or_else(|| panic!("no pool {pool} in /status: {v}"))
+    v["pools"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == pool).cloned())
+        .unwrap_or_else(|| panic!("no pool {pool} in /status: {v}"))
 }
 
 /// Poll `f` until it returns Some or the deadline passes.
@@ -90,7 +93,12 @@ fn fd_set(pid: i32) -> Vec<i32> {
 fn fd_targets(pid: i32) -> Vec<String> {
     fd_set(pid)
         .into_iter()
-        .map(|fd| format!("{fd} -> {}", std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).map(|p| p.display().to_string()).unwrap_or_default()))
+        .map(|fd| {
+            format!(
+                "{fd} -> {}",
+                std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).map(|p| p.display().to_string()).unwrap_or_default()
+            )
+        })
         .collect()
 }
 
@@ -99,7 +107,13 @@ fn fd_targets(pid: i32) -> Vec<String> {
 #[test]
 fn echo_round_trips_method_path_query_headers_body() {
     let s = chaos_server("num_workers = 1", "", 1);
-    let r = request(&s.addr, "PUT", "/echo/a/b%20c?x=1&y=two", &[("X-Custom", "hello"), ("Content-Type", "text/plain")], b"payload-body");
+    let r = request(
+        &s.addr,
+        "PUT",
+        "/echo/a/b%20c?x=1&y=two",
+        &[("X-Custom", "hello"), ("Content-Type", "text/plain")],
+        b"payload-body",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["method"], "PUT");
@@ -108,7 +122,9 @@ fn echo_round_trips_method_path_query_headers_body() {
     assert_eq!(v["body"], "payload-body");
     assert_eq!(v["body_len"], 12);
     let headers = v["headers"].as_array().expect("headers array");
-    let has = |k: &str, val: &str| headers.iter().any(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(k)) && h[1] == val);
+    let has = |k: &str, val: &str| {
+        headers.iter().any(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(k)) && h[1] == val)
+    };
     assert!(has("x-custom", "hello"), "{v}");
     assert!(has("content-type", "text/plain"), "{v}");
     assert!(v["pid"].as_i64().unwrap_or(0) > 0);
@@ -305,10 +321,16 @@ fn max_pending_exceeded_is_503() {
     let s = chaos_server("num_workers = 1\ntimeout = 30", "max_pending = 1", 1);
     let a = s.addr.clone();
     let busy = std::thread::spawn(move || get(&a, "/chaos/busy?sleep=1500").status);
-    assert!(poll(Duration::from_secs(5), || (pool_status(&s, "chaos")["workers"][0]["in_hand"] == 1).then_some(())).is_some());
+    assert!(
+        poll(Duration::from_secs(5), || (pool_status(&s, "chaos")["workers"][0]["in_hand"] == 1).then_some(()))
+            .is_some()
+    );
     let a = s.addr.clone();
     let queued = std::thread::spawn(move || get(&a, "/chaos/queued").status);
-    assert!(poll(Duration::from_secs(5), || (pool_status(&s, "chaos")["queue_depth"] == 1).then_some(())).is_some(), "second request not queued");
+    assert!(
+        poll(Duration::from_secs(5), || (pool_status(&s, "chaos")["queue_depth"] == 1).then_some(())).is_some(),
+        "second request not queued"
+    );
     let r = get(&s.addr, "/chaos/over");
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(busy.join().unwrap(), 200);
@@ -408,7 +430,8 @@ fn native_worker_has_only_protocol_fds() {
     assert_eq!(fd_set(pid), vec![0, 1, 2, 3, 4], "{:?}", fd_targets(pid));
     // A worker forked while a client is connected (the replacement after a crash).
     assert_eq!(get(&s.addr, "/chaos/x?exit=1").status, 500);
-    let pids = poll(Duration::from_secs(10), || s.worker_pids("chaos").into_iter().find(|&p| p != pid)).expect("no replacement worker");
+    let pids = poll(Duration::from_secs(10), || s.worker_pids("chaos").into_iter().find(|&p| p != pid))
+        .expect("no replacement worker");
     assert_eq!(fd_set(pids), vec![0, 1, 2, 3, 4], "{:?}", fd_targets(pids));
     let mut buf = [0u8; 1];
     c.stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
@@ -430,7 +453,8 @@ fn command_worker_has_only_protocol_fds() {
     let inherited: Vec<i32> = fd_set(pid)
         .into_iter()
         .filter(|&fd| {
-            let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).map(|p| p.display().to_string()).unwrap_or_default();
+            let link =
+                std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).map(|p| p.display().to_string()).unwrap_or_default();
             let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
             let own_epoll = link == "anon_inode:[eventpoll]"
                 && info.lines().filter(|l| l.starts_with("tfd:")).all(|l| {
@@ -456,7 +480,8 @@ fn run_conformance(args: &[&str], env: &[(&str, String)]) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "conformance failed ({:?}):\n{stdout}\n{stderr}", out.status);
-    let summary = stdout.lines().find(|l| l.contains(" passed, ")).unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    let summary =
+        stdout.lines().find(|l| l.contains(" passed, ")).unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
     assert!(summary.trim_end().ends_with("passed, 0 failed"), "{summary}");
     let passed: usize = summary.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(passed >= 5, "too few cases ran: {summary}");
@@ -470,7 +495,10 @@ fn conformance_kit_passes_native_echo() {
 #[test]
 fn conformance_kit_passes_python_items_worker() {
     let pp = format!("{}/workers:{}", repo().display(), repo().display());
-    run_conformance(&["--", "python3", "-m", "rustworkers", "worker", "examples.items_worker:ItemsWorker"], &[("PYTHONPATH", pp)]);
+    run_conformance(
+        &["--", "python3", "-m", "rustworkers", "worker", "examples.items_worker:ItemsWorker"],
+        &[("PYTHONPATH", pp)],
+    );
 }
 
 #[test]
@@ -480,7 +508,10 @@ fn invalid_worker_status_is_500_at_once_and_pool_recovers() {
     let s = chaos_server("num_workers = 1\ntimeout = 20", "", 1);
     for bad in [0u16, 99, 100, 101, 199, 600, 999] {
         let t0 = Instant::now();
-        let raw = raw_exchange(&s.addr, format!("GET /chaos/x?status={bad} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+        let raw = raw_exchange(
+            &s.addr,
+            format!("GET /chaos/x?status={bad} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
         let text = String::from_utf8_lossy(&raw).into_owned();
         assert!(text.starts_with("HTTP/1.1 500 "), "status={bad}: {text}");
         assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "status={bad}: more than one response head: {text}");
@@ -510,7 +541,13 @@ fn forward_frame_reaches_the_target_pool() {
     let s = chaos_server("num_workers = 1", "", 1);
     let served = |s: &TestServer| pool_status(s, "echo")["workers"][0]["served"].as_u64().unwrap();
     let before = served(&s);
-    let r = request(&s.addr, "POST", "/chaos/x?forward=/echo/forwarded", &[("Content-Type", "application/json")], b"{\"n\": 1}");
+    let r = request(
+        &s.addr,
+        "POST",
+        "/chaos/x?forward=/echo/forwarded",
+        &[("Content-Type", "application/json")],
+        b"{\"n\": 1}",
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["chaos"], "forward");
     let reached = poll(Duration::from_secs(5), || (served(&s) == before + 1).then_some(()));
@@ -523,8 +560,16 @@ fn last_partial_output_line_of_a_dying_worker_is_logged() {
     let r = get(&s.addr, "/bin/partial");
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(s.wait_for_log("stdout] line-one", Duration::from_secs(5)), "{}", s.log());
-    assert!(s.wait_for_log("stdout] line-two-without-newline", Duration::from_secs(5)), "unterminated last stdout line lost:\n{}", s.log());
-    assert!(s.wait_for_log("stderr] err-tail-without-newline", Duration::from_secs(5)), "unterminated last stderr line lost:\n{}", s.log());
+    assert!(
+        s.wait_for_log("stdout] line-two-without-newline", Duration::from_secs(5)),
+        "unterminated last stdout line lost:\n{}",
+        s.log()
+    );
+    assert!(
+        s.wait_for_log("stderr] err-tail-without-newline", Duration::from_secs(5)),
+        "unterminated last stderr line lost:\n{}",
+        s.log()
+    );
     assert_eq!(s.wait_ready("bin", 1, Duration::from_secs(20)).len(), 1);
     assert!(poll(Duration::from_secs(5), || zombies_of(s.pid).is_empty().then_some(())).is_some());
 }

@@ -17,7 +17,9 @@ fn python_shim_unit_tests_pass() {
     // unittest prints "Ran N tests"; make sure it really ran some.
     let ran = stderr
         .lines()
-        .find_map(|l| l.strip_prefix("Ran ").and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()))
+        .find_map(|l| {
+            l.strip_prefix("Ran ").and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok())
+        })
         .unwrap_or(0);
     assert!(ran > 20, "expected the shim's unit tests to run, saw {ran}");
 }

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{get, pid_alive, repo, request, Client, TestServer};
+use crate::util::{Client, TestServer, get, pid_alive, repo, request};
 
 const READY: Duration = Duration::from_secs(15);
 
@@ -237,7 +237,13 @@ fn flask_get_post_form_query_headers() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), serde_json::json!({"a": [1, 2, {"b": null}], "s": "é"}));
 
-    let r = request(addr, "POST", "/form", &[("Content-Type", "application/x-www-form-urlencoded")], b"x=1&y=two+words&z=%26");
+    let r = request(
+        addr,
+        "POST",
+        "/form",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"x=1&y=two+words&z=%26",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), serde_json::json!({"x": "1", "y": "two words", "z": "&"}));
 
@@ -319,7 +325,8 @@ fn sse_stream_events_in_order_then_end() {
     assert_eq!(r.header("transfer-encoding"), Some("chunked"), "{:?}", r.headers);
     assert!(r.header("content-type").unwrap_or("").starts_with("text/event-stream"), "{:?}", r.headers);
     let text = r.text();
-    let ids: Vec<i64> = text.lines().filter_map(|l| l.strip_prefix("id: ")).map(|v| v.trim().parse().unwrap()).collect();
+    let ids: Vec<i64> =
+        text.lines().filter_map(|l| l.strip_prefix("id: ")).map(|v| v.trim().parse().unwrap()).collect();
     assert_eq!(ids, [0, 1, 2, 3, 4], "{text}");
     assert_eq!(text.matches("event: tick").count(), 5, "{text}");
     let data: Vec<serde_json::Value> =
@@ -475,7 +482,9 @@ fn sys_exit_with_permanent_failure_code_parks_slot() {
     // A different exit code is an ordinary crash: restarted, not parked.
     let r = get(&s.addr, "/fx/exit?code=3");
     assert_eq!(r.status, 500, "{}", r.text());
-    let back = poll(Duration::from_secs(15), || (s.worker_pids("fx").len() == 1 && pool_status(&s, "fx")["restarts_total"] == 1).then_some(()));
+    let back = poll(Duration::from_secs(15), || {
+        (s.worker_pids("fx").len() == 1 && pool_status(&s, "fx")["restarts_total"] == 1).then_some(())
+    });
     assert!(back.is_some(), "{}\nlog:\n{}", pool_status(&s, "fx"), s.log());
     assert_eq!(pool_status(&s, "fx")["workers_parked"], 1);
 }
@@ -484,7 +493,12 @@ fn sys_exit_with_permanent_failure_code_parks_slot() {
 fn memory_limit_allocation_fails_and_pool_still_answers() {
     let s = fixture_server("memory_limit_mb = 200\n");
     let r = get(&s.addr, "/fx/alloc");
-    assert!((500..600).contains(&r.status), "expected 5xx for a 1 GiB allocation under a 200 MiB limit, got {}: {}", r.status, r.text());
+    assert!(
+        (500..600).contains(&r.status),
+        "expected 5xx for a 1 GiB allocation under a 200 MiB limit, got {}: {}",
+        r.status,
+        r.text()
+    );
     let ok = poll(Duration::from_secs(15), || (get(&s.addr, "/fx/pid").status == 200).then_some(()));
     assert!(ok.is_some(), "pool does not answer after the allocation failure; log:\n{}", s.log());
 }
@@ -495,7 +509,17 @@ fn memory_limit_allocation_fails_and_pool_still_answers() {
 fn conformance_kit_passes_against_python_shim() {
     let root = repo();
     let out = std::process::Command::new(crate::util::binary())
-        .args(["conformance", "--stream-path", "/api/items/events?count=3", "--", "python3", "-m", "rustworkers", "worker", "items_worker:ItemsWorker"])
+        .args([
+            "conformance",
+            "--stream-path",
+            "/api/items/events?count=3",
+            "--",
+            "python3",
+            "-m",
+            "rustworkers",
+            "worker",
+            "items_worker:ItemsWorker",
+        ])
         .env("PYTHONPATH", format!("{}/workers:{}/examples", root.display(), root.display()))
         .output()
         .expect("run conformance");

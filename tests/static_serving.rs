@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use crate::util::{get, pid_alive, request, Client, TempDir, TestServer};
+use crate::util::{Client, TempDir, TestServer, get, pid_alive, request};
 
 const CONFIG: &str = r#"
 [server]
@@ -100,12 +100,7 @@ fn traversal_shapes_are_refused() {
     ];
     for p in shapes {
         let r = raw_get(&s.addr, p);
-        assert!(
-            matches!(r.status, 400 | 403 | 404),
-            "{p}: status {} body {:?}",
-            r.status,
-            r.text()
-        );
+        assert!(matches!(r.status, 400 | 403 | 404), "{p}: status {} body {:?}", r.status, r.text());
         assert!(!r.text().contains("TOP SECRET"), "{p} leaked the secret");
         assert!(!r.text().contains("[server]"), "{p} leaked the config");
         assert!(!r.text().contains("root:"), "{p} leaked /etc/passwd");
@@ -186,7 +181,8 @@ fn etag_and_last_modified_give_304() {
     let r = request(&s.addr, "GET", "/static/a.txt", &[("If-Modified-Since", "Thu, 01 Jan 1970 00:00:00 GMT")], b"");
     assert_eq!(r.status, 200);
     // If-None-Match wins over If-Modified-Since.
-    let r = request(&s.addr, "GET", "/static/a.txt", &[("If-None-Match", "\"other\""), ("If-Modified-Since", &lm)], b"");
+    let r =
+        request(&s.addr, "GET", "/static/a.txt", &[("If-None-Match", "\"other\""), ("If-Modified-Since", &lm)], b"");
     assert_eq!(r.status, 200);
     // A 304 on a keep-alive connection carries no body: the next answer parses.
     let mut c = Client::connect(&s.addr);

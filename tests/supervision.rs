@@ -5,11 +5,11 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::{get, pid_alive, zombies_of, Client, TestServer};
+use crate::util::{Client, TestServer, get, pid_alive, zombies_of};
 
 fn server(pool_extra: &str, server_extra: &str) -> TestServer {
     TestServer::start(&format!(
@@ -70,13 +70,18 @@ fn pool_without_live_worker_is_503_with_retry_after() {
         (r.status == 503).then_some(r)
     })
     .unwrap_or_else(|| panic!("never 503:\n{}", s.log()));
-    let retry: u64 = r.header("retry-after").expect("Retry-After on 503 without live worker").parse().expect("Retry-After seconds");
+    let retry: u64 =
+        r.header("retry-after").expect("Retry-After on 503 without live worker").parse().expect("Retry-After seconds");
     assert!(retry >= 1);
     let p = pool_status(&s);
     assert_eq!(p["degraded"], false, "{p}");
     assert!(p["restarts_total"].as_u64().unwrap() >= 2, "{p}");
     assert_eq!(get(&s.addr, "/health").status, 200);
-    assert!(poll(Duration::from_secs(5), || zombies_of(s.pid).is_empty().then_some(())).is_some(), "zombies: {:?}", zombies_of(s.pid));
+    assert!(
+        poll(Duration::from_secs(5), || zombies_of(s.pid).is_empty().then_some(())).is_some(),
+        "zombies: {:?}",
+        zombies_of(s.pid)
+    );
 }
 
 #[test]
@@ -102,13 +107,21 @@ fn too_many_restarts_degrade_pool_503_without_retry_after() {
 
 #[test]
 fn recovery_interval_clears_degraded() {
-    let s = server("num_workers = 1\nmax_restarts = 2\nrestart_window = 60\nrecovery_interval = 1\nenv = { CHAOS_SETUP_EXIT = \"1\" }", "");
+    let s = server(
+        "num_workers = 1\nmax_restarts = 2\nrestart_window = 60\nrecovery_interval = 1\nenv = { CHAOS_SETUP_EXIT = \"1\" }",
+        "",
+    );
     let degraded = poll(Duration::from_secs(15), || (pool_status(&s)["degraded"] == true).then_some(()));
     assert!(degraded.is_some(), "pool never degraded:\n{}", s.log());
     let total = pool_status(&s)["restarts_total"].as_u64().unwrap();
-    assert!(s.wait_for_log("recovered", Duration::from_secs(10)), "recovery_interval did not clear degraded:\n{}", s.log());
+    assert!(
+        s.wait_for_log("recovered", Duration::from_secs(10)),
+        "recovery_interval did not clear degraded:\n{}",
+        s.log()
+    );
     // Recovered, the pool tries its (still failing) worker again.
-    let retried = poll(Duration::from_secs(10), || (pool_status(&s)["restarts_total"].as_u64().unwrap() > total).then_some(()));
+    let retried =
+        poll(Duration::from_secs(10), || (pool_status(&s)["restarts_total"].as_u64().unwrap() > total).then_some(()));
     assert!(retried.is_some(), "no new attempt after recovery: {}", pool_status(&s));
 }
 
@@ -169,14 +182,22 @@ fn sigkill_of_one_worker_under_load_fails_only_its_request() {
         }));
     }
     let total = THREADS * PER_THREAD;
-    assert!(poll(Duration::from_secs(30), || (done.load(Ordering::SeqCst) >= total / 4).then_some(())).is_some(), "load did not start");
+    assert!(
+        poll(Duration::from_secs(30), || (done.load(Ordering::SeqCst) >= total / 4).then_some(())).is_some(),
+        "load did not start"
+    );
     // SAFETY: kill(2) on a worker of the server this test started.
     unsafe { libc::kill(victim, libc::SIGKILL) };
     let statuses: Vec<u16> = handles.into_iter().flat_map(|h| h.join().expect("client thread")).collect();
     assert_eq!(statuses.len(), total);
     let ok = statuses.iter().filter(|&&st| st == 200).count();
     let failed = statuses.iter().filter(|&&st| st == 500).count();
-    assert_eq!(ok + failed, total, "statuses other than 200/500: {:?}", statuses.iter().filter(|&&st| st != 200 && st != 500).collect::<Vec<_>>());
+    assert_eq!(
+        ok + failed,
+        total,
+        "statuses other than 200/500: {:?}",
+        statuses.iter().filter(|&&st| st != 200 && st != 500).collect::<Vec<_>>()
+    );
     eprintln!("sigkill under load: {ok} ok, {failed} failed");
     assert!(failed <= 1, "{failed} requests failed; the victim held at most 1 (1 credit)\n{}", s.log());
     let after = poll(Duration::from_secs(10), || {
@@ -186,7 +207,11 @@ fn sigkill_of_one_worker_under_load_fails_only_its_request() {
     .unwrap_or_else(|| panic!("pool not back to 4 ready workers: {}", pool_status(&s)));
     assert!(!after.contains(&victim));
     assert!(!pid_alive(victim));
-    assert!(poll(Duration::from_secs(5), || zombies_of(s.pid).is_empty().then_some(())).is_some(), "zombies: {:?}", zombies_of(s.pid));
+    assert!(
+        poll(Duration::from_secs(5), || zombies_of(s.pid).is_empty().then_some(())).is_some(),
+        "zombies: {:?}",
+        zombies_of(s.pid)
+    );
     assert!(s.log().contains(&format!("pid {victim}")), "victim's death not logged:\n{}", s.log());
 }
 

@@ -1,13 +1,13 @@
 //! Integration tests: the real binary, real worker processes, real sockets.
 //! One test binary; one module per area (ripgrep style).
 
-mod util;
-mod python_unit;
-mod http_front;
-mod static_serving;
-mod config_cli;
-mod python_workers;
-mod lifecycle;
 mod accept_limits;
+mod config_cli;
+mod http_front;
+mod lifecycle;
 mod pools;
+mod python_unit;
+mod python_workers;
+mod static_serving;
 mod supervision;
+mod util;

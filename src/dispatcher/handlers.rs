@@ -47,7 +47,9 @@ impl Dispatcher {
             SyncKind::Health => sync_handlers::health(&self.server_status(now)),
             SyncKind::Status => sync_handlers::status(&self.server_status(now)),
             SyncKind::Metrics => sync_handlers::metrics(&self.server_status(now)),
-            SyncKind::StaticResponse { status, body, headers } => sync_handlers::static_response(*status, body, headers),
+            SyncKind::StaticResponse { status, body, headers } => {
+                sync_handlers::static_response(*status, body, headers)
+            }
             SyncKind::Redirect { location, status } => sync_handlers::redirect(location, *status),
             SyncKind::Custom(name) => match self.ext.sync.get(name) {
                 Some(handler) => handler(req, &self.server_status(now)),
@@ -58,10 +60,10 @@ impl Dispatcher {
 
     /// API keys from `[auth]`, then the registered check, if any.
     pub(super) fn check_auth(&self, req: &Request) -> AuthDecision {
-        if let Some(cfg) = &self.config.auth {
-            if let deny @ AuthDecision::Deny { .. } = auth::check_api_key(cfg, req) {
-                return deny;
-            }
+        if let Some(cfg) = &self.config.auth
+            && let deny @ AuthDecision::Deny { .. } = auth::check_api_key(cfg, req)
+        {
+            return deny;
         }
         match &self.ext.auth {
             Some(check) => check(req),

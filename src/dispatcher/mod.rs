@@ -34,8 +34,8 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 
 pub use connection::Conn;
-pub use requests::AccessInfo;
 use listeners::Listener;
+pub use requests::AccessInfo;
 use workers::WorkerProc;
 
 /// How often periodic duties run at most; also the longest poll wait.
@@ -68,9 +68,13 @@ fn split_token(t: Token) -> (usize, usize) {
 enum Phase {
     Running,
     /// SIGTERM/SIGINT: no new connections, in-flight requests finish until the deadline.
-    Draining { deadline: Instant },
+    Draining {
+        deadline: Instant,
+    },
     /// Done: the loop exits once workers are gone or the deadline passed.
-    Stopping { deadline: Instant },
+    Stopping {
+        deadline: Instant,
+    },
 }
 
 /// A request the dispatcher handed (or will hand) to a pool.
@@ -142,10 +146,10 @@ impl Dispatcher {
     /// Bind every address, set up signals, start every pool's workers.
     pub fn new(config: Config, ext: Extensions) -> Result<Dispatcher, RunError> {
         for pool in &config.pools {
-            if let crate::config::WorkerKind::Native(name) = &pool.worker {
-                if !crate::worker::is_registered(name) {
-                    return Err(RunError::UnknownNativeWorker { pool: pool.name.clone(), name: name.clone() });
-                }
+            if let crate::config::WorkerKind::Native(name) = &pool.worker
+                && !crate::worker::is_registered(name)
+            {
+                return Err(RunError::UnknownNativeWorker { pool: pool.name.clone(), name: name.clone() });
             }
         }
         let poll = Poll::new().map_err(RunError::Poll)?;
@@ -261,7 +265,12 @@ impl Dispatcher {
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let mut conn = Conn::new(stream, ip, port, self.config.server.limits, now);
-                    if self.poll.registry().register(&mut conn.stream, token(TAG_CONN, key), Interest::READABLE).is_err() {
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut conn.stream, token(TAG_CONN, key), Interest::READABLE)
+                        .is_err()
+                    {
                         continue;
                     }
                     entry.insert(conn);
@@ -311,9 +320,7 @@ impl Dispatcher {
     /// as gone (its workers get DISCONNECT) instead of holding workers for a reader that
     /// left.
     fn client_gone(&self, key: usize) -> bool {
-        self.conns
-            .get(key)
-            .is_some_and(|c| c.peer_closed && c.slots.iter().any(|s| s.req_id != 0 && !s.done))
+        self.conns.get(key).is_some_and(|c| c.peer_closed && c.slots.iter().any(|s| s.req_id != 0 && !s.done))
     }
 
     /// Write what is ready on a connection; if it then wants to read more, drive it.
@@ -363,12 +370,12 @@ impl Dispatcher {
 
     /// Periodic duties: timeouts, supervision, respawns, health.
     fn tick(&mut self, now: Instant) {
-        if let Some(until) = self.accept_paused_until {
-            if now >= until {
-                self.accept_paused_until = None;
-                for i in 0..self.listeners.len() {
-                    self.accept_all(i);
-                }
+        if let Some(until) = self.accept_paused_until
+            && now >= until
+        {
+            self.accept_paused_until = None;
+            for i in 0..self.listeners.len() {
+                self.accept_all(i);
             }
         }
         // Connections whose reading stopped for back-pressure or fairness.
@@ -437,7 +444,10 @@ impl Dispatcher {
             return;
         }
         let deadline = Instant::now() + self.config.server.shutdown_timeout;
-        info!("graceful stop: no new connections; finishing in-flight requests for up to {:?}", self.config.server.shutdown_timeout);
+        info!(
+            "graceful stop: no new connections; finishing in-flight requests for up to {:?}",
+            self.config.server.shutdown_timeout
+        );
         for l in &mut self.listeners {
             let _ = self.poll.registry().deregister(l);
         }

@@ -60,16 +60,16 @@ impl Dispatcher {
                 Ok(ReadEvent::SendContinue) => {
                     // Refuse before the client uploads the body: a 401 must not follow a
                     // 100 Continue. The body is never read, so the connection closes.
-                    if let Some(req) = conn.reader.pending_head().cloned() {
-                        if let Some((status, body)) = self.refusal_before_body(&req) {
-                            let access = AccessInfo::of(&req, &self.conns[key].peer_ip, now);
-                            let xrid = http::request_id(&req);
-                            self.answer_json(key, &req, status, body, false, &xrid, &access);
-                            if let Some(conn) = self.conns.get_mut(key) {
-                                conn.no_more_requests = true;
-                            }
-                            return;
+                    if let Some(req) = conn.reader.pending_head().cloned()
+                        && let Some((status, body)) = self.refusal_before_body(&req)
+                    {
+                        let access = AccessInfo::of(&req, &self.conns[key].peer_ip, now);
+                        let xrid = http::request_id(&req);
+                        self.answer_json(key, &req, status, body, false, &xrid, &access);
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.no_more_requests = true;
                         }
+                        return;
                     }
                     let Some(conn) = self.conns.get_mut(key) else { return };
                     let mut slot = Slot::pending(0, false);
@@ -137,7 +137,14 @@ impl Dispatcher {
                 headers.push(("x-request-id".into(), x_request_id));
                 let body_len = resp.body.len();
                 let mut slot = Slot::pending(0, head_only);
-                http::encode_head(req.version, resp.status, &headers, BodyFraming::Length(body_len), keep_alive, &mut slot.buf);
+                http::encode_head(
+                    req.version,
+                    resp.status,
+                    &headers,
+                    BodyFraming::Length(body_len),
+                    keep_alive,
+                    &mut slot.buf,
+                );
                 if !head_only {
                     match resp.body {
                         StaticBody::Empty => {}
@@ -171,11 +178,11 @@ impl Dispatcher {
 
         // 2. Sync handlers.
         if let Some(route) = self.config.syncs.iter().find(|s| s.path == path).cloned() {
-            if route.auth {
-                if let AuthDecision::Deny { status, body } = self.check_auth(&req) {
-                    self.answer_json(key, &req, status, body, keep_alive, &x_request_id, &access);
-                    return;
-                }
+            if route.auth
+                && let AuthDecision::Deny { status, body } = self.check_auth(&req)
+            {
+                self.answer_json(key, &req, status, body, keep_alive, &x_request_id, &access);
+                return;
             }
             let read_only = matches!(route.kind, SyncKind::Health | SyncKind::Status | SyncKind::Metrics);
             if read_only && req.method != "GET" && req.method != "HEAD" {
@@ -289,13 +296,31 @@ impl Dispatcher {
 
     /// A small JSON error/status answer made here.
     #[allow(clippy::too_many_arguments)]
-    fn answer(&mut self, key: usize, req: &Request, status: u16, message: &str, keep_alive: bool, xrid: &str, access: &AccessInfo) {
+    fn answer(
+        &mut self,
+        key: usize,
+        req: &Request,
+        status: u16,
+        message: &str,
+        keep_alive: bool,
+        xrid: &str,
+        access: &AccessInfo,
+    ) {
         let (headers, body) = http::json_error(status, message);
         self.answer_with(key, req, status, headers, body, keep_alive, xrid, access);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn answer_json(&mut self, key: usize, req: &Request, status: u16, body: serde_json::Value, keep_alive: bool, xrid: &str, access: &AccessInfo) {
+    fn answer_json(
+        &mut self,
+        key: usize,
+        req: &Request,
+        status: u16,
+        body: serde_json::Value,
+        keep_alive: bool,
+        xrid: &str,
+        access: &AccessInfo,
+    ) {
         let headers = vec![("content-type".to_string(), "application/json".to_string())];
         let body = serde_json::to_vec(&body).unwrap_or_default();
         self.answer_with(key, req, status, headers, body, keep_alive, xrid, access);
@@ -341,7 +366,14 @@ impl Dispatcher {
     }
 
     /// A worker answered a request.
-    pub(super) fn complete_request(&mut self, id: u64, status: u16, headers: Vec<(String, String)>, body: &[u8], now: Instant) {
+    pub(super) fn complete_request(
+        &mut self,
+        id: u64,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: &[u8],
+        now: Instant,
+    ) {
         let Some(inf) = self.inflight.remove(&id) else { return };
         self.metrics.count_status(status);
         let Some(key) = inf.conn else { return }; // forwarded: answer discarded

@@ -50,7 +50,9 @@ enum ProcState {
     /// STOP sent: no new requests.
     Stopping,
     /// Pipes closed (EOF, violation or kill): waiting for the reap.
-    Dead { since: Instant },
+    Dead {
+        since: Instant,
+    },
 }
 
 /// One worker process.
@@ -100,21 +102,24 @@ fn spawn_spec(pool: &crate::config::PoolConfig, slot: usize) -> SpawnSpec {
     let program = match &pool.worker {
         WorkerKind::Native(name) => Program::Native { name: name.clone() },
         WorkerKind::Command(argv) => Program::Exec { argv: argv.clone() },
-        WorkerKind::Python { target, interpreter, module_path } | WorkerKind::Wsgi { target, interpreter, module_path } => {
+        WorkerKind::Python { target, interpreter, module_path }
+        | WorkerKind::Wsgi { target, interpreter, module_path } => {
             let mode = if matches!(pool.worker, WorkerKind::Python { .. }) { "worker" } else { "wsgi" };
             let mut paths: Vec<String> = Vec::new();
             if let Some(shim) = crate::python::shim_dir() {
                 paths.push(shim.display().to_string());
             }
             paths.extend(module_path.iter().map(|p| p.display().to_string()));
-            if let Ok(existing) = std::env::var("PYTHONPATH") {
-                if !existing.is_empty() {
-                    paths.push(existing);
-                }
+            if let Ok(existing) = std::env::var("PYTHONPATH")
+                && !existing.is_empty()
+            {
+                paths.push(existing);
             }
             env.push(("PYTHONPATH".into(), paths.join(":")));
             env.push(("PYTHONUNBUFFERED".into(), "1".into()));
-            Program::Exec { argv: vec![interpreter.clone(), "-m".into(), "rustworkers".into(), mode.into(), target.clone()] }
+            Program::Exec {
+                argv: vec![interpreter.clone(), "-m".into(), "rustworkers".into(), mode.into(), target.clone()],
+            }
         }
     };
     SpawnSpec {
@@ -182,10 +187,19 @@ impl Dispatcher {
             victims: Vec::new(),
         };
         let reg = self.poll.registry();
-        let ok = w.reply_rx.as_mut().is_some_and(|r| reg.register(r, token(TAG_WORKER_REPLY, key), Interest::READABLE).is_ok())
-            && w.request_tx.as_mut().is_some_and(|t| reg.register(t, token(TAG_WORKER_REQUEST, key), Interest::WRITABLE).is_ok())
-            && w.stdout.as_mut().is_some_and(|o| reg.register(&mut o.rx, token(TAG_WORKER_STDOUT, key), Interest::READABLE).is_ok())
-            && w.stderr.as_mut().is_some_and(|o| reg.register(&mut o.rx, token(TAG_WORKER_STDERR, key), Interest::READABLE).is_ok());
+        let ok = w
+            .reply_rx
+            .as_mut()
+            .is_some_and(|r| reg.register(r, token(TAG_WORKER_REPLY, key), Interest::READABLE).is_ok())
+            && w.request_tx
+                .as_mut()
+                .is_some_and(|t| reg.register(t, token(TAG_WORKER_REQUEST, key), Interest::WRITABLE).is_ok())
+            && w.stdout
+                .as_mut()
+                .is_some_and(|o| reg.register(&mut o.rx, token(TAG_WORKER_STDOUT, key), Interest::READABLE).is_ok())
+            && w.stderr
+                .as_mut()
+                .is_some_and(|o| reg.register(&mut o.rx, token(TAG_WORKER_STDERR, key), Interest::READABLE).is_ok());
         let config = ConfigMeta {
             protocol: 1,
             pool: pool.config.name.clone(),
@@ -238,13 +252,13 @@ impl Dispatcher {
         let n = pool.slots.len();
         for i in 0..n {
             let slot = (pool.next_pick + i) % n;
-            if let Some(key) = pool.slots[slot].worker {
-                if let Some(w) = self.workers.get(key) {
-                    if w.state == ProcState::Ready && w.free_credits() > 0 {
-                        pool.next_pick = (slot + 1) % n;
-                        return Some(key);
-                    }
-                }
+            if let Some(key) = pool.slots[slot].worker
+                && let Some(w) = self.workers.get(key)
+                && w.state == ProcState::Ready
+                && w.free_credits() > 0
+            {
+                pool.next_pick = (slot + 1) % n;
+                return Some(key);
             }
         }
         None
@@ -344,7 +358,13 @@ impl Dispatcher {
                 w.state = ProcState::Ready;
                 w.credits = hello.credits;
                 w.last_heartbeat = now;
-                info!("worker {} ready (pid {}, {} credit(s), {:?} after start)", w.name, w.pid, hello.credits, now - w.started);
+                info!(
+                    "worker {} ready (pid {}, {} credit(s), {:?} after start)",
+                    w.name,
+                    w.pid,
+                    hello.credits,
+                    now - w.started
+                );
                 let p = w.pool;
                 self.pump_pool(p, now);
             }
@@ -357,10 +377,10 @@ impl Dispatcher {
                 let abandoned = &w.abandoned;
                 w.in_hand.retain(|id| !abandoned.contains(id) || hb.in_hand.contains(id));
                 for id in &hb.extend {
-                    if w.in_hand.contains(id) {
-                        if let Some(inf) = self.inflight.get_mut(id) {
-                            inf.deadline = now + self.pools[inf.pool].config.timeout;
-                        }
+                    if w.in_hand.contains(id)
+                        && let Some(inf) = self.inflight.get_mut(id)
+                    {
+                        inf.deadline = now + self.pools[inf.pool].config.timeout;
                     }
                 }
                 let p = w.pool;

@@ -2,7 +2,6 @@
 //! needs no date library. Used by the `Date` header, static files' `Last-Modified` and
 //! conditional requests, and the access log.
 
-
 const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]; // 1970-01-01 was a Thursday
 const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
@@ -87,13 +86,20 @@ fn parse_num(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
-
 /// Common Log Format timestamp (`10/Oct/2000:13:55:36 +0000`), UTC.
 pub fn format_clf(unix_secs: i64) -> String {
     let secs = unix_secs.max(0);
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
-    format!("{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000", d, MONTHS[(m - 1) as usize], y, rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The current time in Common Log Format.

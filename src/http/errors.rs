@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use super::response::{encode_response, json_error};
 use super::Version;
+use super::response::{encode_response, json_error};
 
 /// A request the codec refuses; answer `status` and close the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,9 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use errors::HttpError;
 pub use request::{Phase, ReadEvent, Request, RequestReader};
-pub use response::{
-    BodyFraming, LAST_CHUNK, encode_chunk, encode_head, encode_response, json_error, reason_phrase,
-};
+pub use response::{BodyFraming, LAST_CHUNK, encode_chunk, encode_head, encode_response, json_error, reason_phrase};
 
 /// The HTTP versions spoken; anything else is 505.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

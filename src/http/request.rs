@@ -8,9 +8,9 @@
 
 use crate::config::Limits;
 
-use super::chunked::ChunkedDecoder;
-use super::errors::{from_httparse, HttpError};
 use super::Version;
+use super::chunked::ChunkedDecoder;
+use super::errors::{HttpError, from_httparse};
 
 /// Headers parsed into a stack array before falling back to the heap.
 const STACK_HEADERS: usize = 64;
@@ -263,9 +263,7 @@ impl RequestReader {
                 return Ok(ReadEvent::Request(request));
             }
             Framing::Length(n) => BodyState::Length(n),
-            Framing::Chunked => {
-                BodyState::Chunked(ChunkedDecoder::new(limits.max_body_bytes, limits.max_header_bytes))
-            }
+            Framing::Chunked => BodyState::Chunked(ChunkedDecoder::new(limits.max_body_bytes, limits.max_header_bytes)),
         };
         let mut request = Box::new(request);
         if let BodyState::Length(n) = body {
@@ -579,12 +577,19 @@ mod tests {
     });
     req!(empty_query, b"GET /?  HTTP/1.1\r\nHost: a\r\n\r\n", Err(400));
     req!(empty_query_kept, b"GET /p? HTTP/1.1\r\nHost: a\r\n\r\n", |r| assert_eq!(r.query.as_deref(), Some("")));
-    req!(header_names_lowercased_repeats_kept, b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\nACCEPT:  text/html \r\n\r\n", |r| {
-        assert_eq!(r.header("x-a"), Some("1"));
-        assert_eq!(r.headers.iter().filter(|(n, _)| n == "x-a").count(), 2);
-        assert_eq!(r.header("accept"), Some("text/html"));
-    });
-    req!(latin1_values, b"GET / HTTP/1.1\r\nHost: a\r\nX-N: caf\xe9\r\n\r\n", |r| assert_eq!(r.header("x-n"), Some("caf\u{e9}")));
+    req!(
+        header_names_lowercased_repeats_kept,
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a: 2\r\nACCEPT:  text/html \r\n\r\n",
+        |r| {
+            assert_eq!(r.header("x-a"), Some("1"));
+            assert_eq!(r.headers.iter().filter(|(n, _)| n == "x-a").count(), 2);
+            assert_eq!(r.header("accept"), Some("text/html"));
+        }
+    );
+    req!(latin1_values, b"GET / HTTP/1.1\r\nHost: a\r\nX-N: caf\xe9\r\n\r\n", |r| assert_eq!(
+        r.header("x-n"),
+        Some("caf\u{e9}")
+    ));
     req!(bare_lf_line_endings, b"GET / HTTP/1.1\nHost: a\n\n", |r| assert_eq!(r.path, "/"));
     req!(leading_empty_lines_ignored, b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", |r| assert_eq!(r.path, "/"));
     req!(head_method, b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n", |r| assert!(r.is_head()));
@@ -604,7 +609,9 @@ mod tests {
 
     // --- keep-alive
     req!(http11_close, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n", |r| assert!(!r.keep_alive));
-    req!(http11_close_in_list, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n", |r| assert!(!r.keep_alive));
+    req!(http11_close_in_list, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n", |r| assert!(
+        !r.keep_alive
+    ));
     req!(http10_default_close, b"GET / HTTP/1.0\r\n\r\n", |r| {
         assert_eq!(r.version, Version::Http10);
         assert!(!r.keep_alive);
@@ -629,28 +636,68 @@ mod tests {
     // --- limits
     req!(request_line_too_long, format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(100)).as_bytes(), Err(414));
     req!(request_line_too_long_unterminated, format!("GET /{}", "a".repeat(200)).as_bytes(), Err(414));
-    req!(request_line_at_limit, format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(86)).as_bytes(), |r| assert_eq!(r.path.len(), 87));
+    req!(
+        request_line_at_limit,
+        format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(86)).as_bytes(),
+        |r| assert_eq!(r.path.len(), 87)
+    );
     req!(too_many_headers, format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: 1\r\n".repeat(10)).as_bytes(), Err(431));
-    req!(max_headers_ok, format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: 1\r\n".repeat(9)).as_bytes(), |r| assert_eq!(r.headers.len(), 10));
+    req!(
+        max_headers_ok,
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: 1\r\n".repeat(9)).as_bytes(),
+        |r| assert_eq!(r.headers.len(), 10)
+    );
     req!(head_too_large, format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "v".repeat(500)).as_bytes(), Err(431));
     req!(head_too_large_unterminated, format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(600)).as_bytes(), Err(431));
     req!(body_over_limit_from_length, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n", Err(413));
-    req!(body_at_limit, format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n{}", "b".repeat(1000)).as_bytes(), |r| assert_eq!(r.body.len(), 1000));
-    req!(chunked_over_limit, format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n{}\r\n1\r\n", "b".repeat(1000)).as_bytes(), Err(413));
+    req!(
+        body_at_limit,
+        format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n{}", "b".repeat(1000)).as_bytes(),
+        |r| assert_eq!(r.body.len(), 1000)
+    );
+    req!(
+        chunked_over_limit,
+        format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n{}\r\n1\r\n", "b".repeat(1000))
+            .as_bytes(),
+        Err(413)
+    );
 
     // --- bodies
-    req!(content_length_body, b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", |r| assert_eq!(r.body, b"hello"));
-    req!(identical_duplicate_length_ok, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", |r| assert_eq!(r.body, b"ok"));
+    req!(content_length_body, b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", |r| assert_eq!(
+        r.body,
+        b"hello"
+    ));
+    req!(
+        identical_duplicate_length_ok,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+        |r| assert_eq!(r.body, b"ok")
+    );
     req!(zero_length, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", |r| assert!(r.body.is_empty()));
     req!(chunked_body, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n", |r| assert_eq!(r.body, b"hello world"));
-    req!(chunked_case_insensitive, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n", |r| assert!(r.body.is_empty()));
+    req!(
+        chunked_case_insensitive,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
+        |r| assert!(r.body.is_empty())
+    );
     req!(get_with_body, b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc", |r| assert_eq!(r.body, b"abc"));
     req!(http10_length_body, b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc", |r| assert_eq!(r.body, b"abc"));
 
     // --- smuggling
-    req!(cl_and_te, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", Err(400));
-    req!(te_and_cl, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", Err(400));
-    req!(differing_lengths, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", Err(400));
+    req!(
+        cl_and_te,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        Err(400)
+    );
+    req!(
+        te_and_cl,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        Err(400)
+    );
+    req!(
+        differing_lengths,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        Err(400)
+    );
     req!(length_plus_sign, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello", Err(400));
     req!(length_hex, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\nhello", Err(400));
     req!(length_inner_space, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\nhello", Err(400));
@@ -662,13 +709,25 @@ mod tests {
     req!(te_gzip_only, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", Err(400));
     req!(te_gzip_then_chunked_501, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Err(501));
     req!(te_chunked_twice, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", Err(400));
-    req!(te_two_fields, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", Err(400));
+    req!(
+        te_two_fields,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        Err(400)
+    );
     req!(te_empty, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", Err(400));
     req!(te_junk_suffix, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunkedx\r\n\r\n", Err(400));
     req!(te_on_http10, b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", Err(400));
     req!(bad_chunk_size, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", Err(400));
-    req!(chunk_missing_crlf, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", Err(400));
-    req!(chunk_size_overflow, b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n", Err(400));
+    req!(
+        chunk_missing_crlf,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n",
+        Err(400)
+    );
+    req!(
+        chunk_size_overflow,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+        Err(400)
+    );
 
     #[test]
     fn pipelined_requests_come_out_in_order() {
@@ -730,8 +789,9 @@ GET /4 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
         let (reqs, continues) =
             feed(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", LIMITS, false).expect("ok");
         assert_eq!((reqs.len(), continues), (1, 0));
-        let err = feed(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n", LIMITS, false)
-            .expect_err("413 before continue");
+        let err =
+            feed(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n", LIMITS, false)
+                .expect_err("413 before continue");
         assert_eq!(err.status, 413);
     }
 

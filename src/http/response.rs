@@ -86,9 +86,7 @@ pub fn encode_head(
         }
     }
     match (version, keep_alive) {
-        (Version::Http11, false) | (Version::Http10, false) => {
-            out.extend_from_slice(b"connection: close\r\n")
-        }
+        (Version::Http11, false) | (Version::Http10, false) => out.extend_from_slice(b"connection: close\r\n"),
         (Version::Http10, true) => out.extend_from_slice(b"connection: keep-alive\r\n"),
         (Version::Http11, true) => {}
     }
@@ -211,8 +209,20 @@ pub(crate) fn is_token(s: &str) -> bool {
             b.is_ascii_alphanumeric()
                 || matches!(
                     b,
-                    b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_'
-                        | b'`' | b'|' | b'~'
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
                 )
         })
 }
@@ -371,7 +381,9 @@ mod tests {
             true,
         );
         assert!(lines(&s).contains(&"x-ok: fine"));
-        for bad in ["x-split", "set-cookie", "x-nul", "bad", "999", "Transfer-Encoding", "Connection", "Keep-Alive", ": v"] {
+        for bad in
+            ["x-split", "set-cookie", "x-nul", "bad", "999", "Transfer-Encoding", "Connection", "Keep-Alive", ": v"]
+        {
             assert!(!s.contains(bad), "{bad} leaked into {s:?}");
         }
         assert_eq!(s.matches("content-length").count(), 1);
@@ -396,7 +408,10 @@ mod tests {
 
     #[test]
     fn invalid_status_becomes_500_and_unknown_gets_class_phrase() {
-        assert!(head(Version::Http11, 42, &[], BodyFraming::Length(0), true).starts_with("HTTP/1.1 500 Internal Server Error\r\n"));
+        assert!(
+            head(Version::Http11, 42, &[], BodyFraming::Length(0), true)
+                .starts_with("HTTP/1.1 500 Internal Server Error\r\n")
+        );
         assert!(head(Version::Http11, 299, &[], BodyFraming::Length(0), true).starts_with("HTTP/1.1 299 Success\r\n"));
     }
 

@@ -142,15 +142,9 @@ impl Frame {
         let text: &[u8] = if self.meta.is_empty() { b"{}" } else { &self.meta };
         let first = text.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
-            return Err(FrameError::BadMeta {
-                kind: self.kind,
-                error: "meta is not a JSON object".to_string(),
-            });
+            return Err(FrameError::BadMeta { kind: self.kind, error: "meta is not a JSON object".to_string() });
         }
-        serde_json::from_slice(text).map_err(|e| FrameError::BadMeta {
-            kind: self.kind,
-            error: e.to_string(),
-        })
+        serde_json::from_slice(text).map_err(|e| FrameError::BadMeta { kind: self.kind, error: e.to_string() })
     }
 }
 
@@ -225,13 +219,7 @@ pub fn encode_frame(out: &mut Vec<u8>, kind: FrameType, request_id: u64, meta: &
 
 /// Appends one frame whose meta is `meta` serialized as JSON. The JSON is written straight
 /// into `out` and the header's `meta_len` patched afterwards (no temporary buffer).
-pub fn encode_json<T: serde::Serialize>(
-    out: &mut Vec<u8>,
-    kind: FrameType,
-    request_id: u64,
-    meta: &T,
-    body: &[u8],
-) {
+pub fn encode_json<T: serde::Serialize>(out: &mut Vec<u8>, kind: FrameType, request_id: u64, meta: &T, body: &[u8]) {
     let body_len = u32::try_from(body.len()).expect("frame body longer than u32::MAX");
     let start = out.len();
     put_header(out, kind, request_id, 0, body_len);
@@ -381,12 +369,7 @@ impl FrameDecoder {
         if body_len > self.max_body {
             return Err(FrameError::BodyTooLarge { len: body_len, max: self.max_body });
         }
-        Ok(Some(Header {
-            kind,
-            request_id,
-            meta_len: meta_len as usize,
-            body_len: body_len as usize,
-        }))
+        Ok(Some(Header { kind, request_id, meta_len: meta_len as usize, body_len: body_len as usize }))
     }
 }
 
@@ -405,7 +388,12 @@ mod tests {
     fn sample_stream() -> (Vec<u8>, Vec<Frame>) {
         let frames = vec![
             Frame { kind: FrameType::Hello, request_id: 0, meta: br#"{"pid":42}"#.to_vec(), body: vec![] },
-            Frame { kind: FrameType::Response, request_id: 7, meta: br#"{"status":200}"#.to_vec(), body: b"hello".to_vec() },
+            Frame {
+                kind: FrameType::Response,
+                request_id: 7,
+                meta: br#"{"status":200}"#.to_vec(),
+                body: b"hello".to_vec(),
+            },
             Frame { kind: FrameType::StreamEnd, request_id: u64::MAX, meta: vec![], body: vec![] },
             Frame { kind: FrameType::StreamChunk, request_id: 9, meta: vec![], body: (0..=255u8).collect() },
         ];
@@ -426,10 +414,7 @@ mod tests {
     fn header_layout_is_big_endian() {
         let mut out = Vec::new();
         encode_frame(&mut out, FrameType::Request, 0x0102030405060708, b"{}", b"abc");
-        assert_eq!(
-            &out[..HEADER_LEN],
-            &[0x52, 0x57, 1, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 2, 0, 0, 0, 3]
-        );
+        assert_eq!(&out[..HEADER_LEN], &[0x52, 0x57, 1, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 2, 0, 0, 0, 3]);
         assert_eq!(&out[HEADER_LEN..], b"{}abc");
     }
 
@@ -521,10 +506,7 @@ mod tests {
         put_header(&mut hdr, FrameType::Response, 1, MAX_META_LEN + 1, 0);
         let mut d = FrameDecoder::new(1024);
         d.push(&hdr);
-        assert_eq!(
-            d.next_frame(),
-            Err(FrameError::MetaTooLarge { len: MAX_META_LEN + 1, max: MAX_META_LEN })
-        );
+        assert_eq!(d.next_frame(), Err(FrameError::MetaTooLarge { len: MAX_META_LEN + 1, max: MAX_META_LEN }));
 
         let mut hdr = Vec::new();
         put_header(&mut hdr, FrameType::Response, 1, 2, u32::MAX);

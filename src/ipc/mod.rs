@@ -6,12 +6,10 @@ pub mod frame;
 pub mod message;
 
 pub use frame::{
-    encode_frame, encode_json, Frame, FrameDecoder, FrameError, FrameType, HEADER_LEN, MAGIC,
-    MAX_META_LEN, VERSION,
+    Frame, FrameDecoder, FrameError, FrameType, HEADER_LEN, MAGIC, MAX_META_LEN, VERSION, encode_frame, encode_json,
 };
 pub use message::{
-    ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LogMeta,
-    RequestMeta, ResponseMeta,
+    ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LogMeta, RequestMeta, ResponseMeta,
 };
 
 #[cfg(test)]
@@ -19,8 +17,8 @@ mod tests {
     //! Golden byte vectors shared with the Python shim's tests, so the two implementations
     //! cannot drift. The file is generated independently of this encoder.
     use super::*;
-    use serde::de::DeserializeOwned;
     use serde::Serialize;
+    use serde::de::DeserializeOwned;
 
     const GOLDEN: &str = include_str!("../../docs/protocol-golden.json");
 

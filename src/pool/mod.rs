@@ -22,7 +22,9 @@ const HEALTHY_UPTIME: Duration = Duration::from_secs(5);
 pub enum PoolHealth {
     Healthy,
     /// Too many restarts in the window, or every slot parked: 503 without Retry-After.
-    Degraded { since: Instant },
+    Degraded {
+        since: Instant,
+    },
 }
 
 /// One worker position in a pool. The process in it comes and goes.
@@ -98,13 +100,13 @@ impl Pool {
     pub fn on_worker_exit(&mut self, slot: usize, exit: Exit, uptime: Duration, served: u64, now: Instant) -> bool {
         let Some(s) = self.slots.get_mut(slot) else { return false };
         s.worker = None;
-        if let (Exit::Code(code), Some(permanent)) = (exit, self.config.permanent_failure_exitcode) {
-            if code == permanent {
-                // Parked: neither restarted nor counted as a restart.
-                s.parked = true;
-                s.respawn_at = None;
-                return self.update_degraded(now);
-            }
+        if let (Exit::Code(code), Some(permanent)) = (exit, self.config.permanent_failure_exitcode)
+            && code == permanent
+        {
+            // Parked: neither restarted nor counted as a restart.
+            s.parked = true;
+            s.respawn_at = None;
+            return self.update_degraded(now);
         }
         if uptime >= HEALTHY_UPTIME || served > 0 {
             s.failures = 0;
@@ -129,16 +131,17 @@ impl Pool {
         }
         if let PoolHealth::Degraded { since } = self.health {
             let all_parked = !self.slots.is_empty() && self.parked_count() == self.slots.len();
-            if let Some(recovery) = self.config.recovery_interval {
-                if !all_parked && now.duration_since(since) >= recovery {
-                    self.health = PoolHealth::Healthy;
-                    self.restarts.clear();
-                    // The recovery interval was the wait: empty slots try again at once.
-                    for s in self.slots.iter_mut().filter(|s| s.worker.is_none() && !s.parked) {
-                        s.respawn_at = None;
-                    }
-                    return true;
+            if let Some(recovery) = self.config.recovery_interval
+                && !all_parked
+                && now.duration_since(since) >= recovery
+            {
+                self.health = PoolHealth::Healthy;
+                self.restarts.clear();
+                // The recovery interval was the wait: empty slots try again at once.
+                for s in self.slots.iter_mut().filter(|s| s.worker.is_none() && !s.parked) {
+                    s.respawn_at = None;
                 }
+                return true;
             }
         }
         false

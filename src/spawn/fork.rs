@@ -167,9 +167,7 @@ fn read_child_failure(error_r: &OwnedFd) -> Option<Result<(ChildStep, Errno), Er
     let mut got = 0;
     while got < buf.len() {
         // SAFETY: reading into the unfilled tail of a local buffer from an fd we own.
-        let n = unsafe {
-            libc::read(error_r.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got)
-        };
+        let n = unsafe { libc::read(error_r.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got) };
         match n {
             0 => break,
             n if n > 0 => got += n as usize,
@@ -208,10 +206,24 @@ fn open_devnull() -> Result<OwnedFd, Errno> {
 /// another thread in between.
 fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
     let mut fds: [RawFd; 2] = [-1, -1];
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly"))]
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
     // SAFETY: `fds` is a valid 2-element array for the kernel to fill.
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly")))]
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
     // SAFETY: as above.
     let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
     if rc != 0 {
@@ -219,7 +231,14 @@ fn cloexec_pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
     }
     // SAFETY: both fds were just created and are owned by nobody else.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd", target_os = "netbsd", target_os = "openbsd", target_os = "dragonfly")))]
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    )))]
     for fd in [&r, &w] {
         // SAFETY: plain fcntl on an fd we own.
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {

@@ -227,9 +227,9 @@ impl SpawnError {
         match self {
             SpawnError::Invalid { .. } => None,
             SpawnError::UnknownAccount { errno, .. } => *errno,
-            SpawnError::Os { errno, .. }
-            | SpawnError::Exec { errno, .. }
-            | SpawnError::ChildSetup { errno, .. } => Some(*errno),
+            SpawnError::Os { errno, .. } | SpawnError::Exec { errno, .. } | SpawnError::ChildSetup { errno, .. } => {
+                Some(*errno)
+            }
         }
     }
 
@@ -275,11 +275,7 @@ impl std::error::Error for SpawnError {}
 /// worker, is about to enter `native_main`); a failure of exec or of any setup step in the
 /// child is returned as an error with the child already reaped.
 pub fn spawn_worker(spec: &SpawnSpec) -> Result<SpawnedWorker, SpawnError> {
-    let target = SpawnTarget {
-        pool: spec.pool.clone(),
-        worker_id: spec.worker_id,
-        program: spec.program.to_string(),
-    };
+    let target = SpawnTarget { pool: spec.pool.clone(), worker_id: spec.worker_id, program: spec.program.to_string() };
     let invalid = |reason: String| SpawnError::Invalid { target: target.clone(), reason };
 
     let env = build_env(spec).map_err(invalid)?;
@@ -462,7 +458,7 @@ fn resolve_program(name: &str, path_var: Option<&OsStr>) -> Result<PathBuf, Errn
 }
 
 fn is_executable_file(path: &Path) -> bool {
-    use nix::unistd::{access, AccessFlags};
+    use nix::unistd::{AccessFlags, access};
     path.is_file() && access(path, AccessFlags::X_OK).is_ok()
 }
 

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{WaitStatus, waitpid};
 
 static FORK_MTX: Mutex<()> = Mutex::new(());
 
@@ -168,7 +168,9 @@ fn nonexistent_program_is_exec_enoent() {
 fn cwd_and_env_are_applied() {
     let _g = lock();
     let dir = std::env::temp_dir();
-    let mut spec = sh_spec("pwd; echo $FOO $RUSTWORKERS_PROTOCOL $RUSTWORKERS_REQUEST_FD $RUSTWORKERS_REPLY_FD $RUSTWORKERS_POOL $RUSTWORKERS_WORKER_ID; echo ${HOME:+inherited}");
+    let mut spec = sh_spec(
+        "pwd; echo $FOO $RUSTWORKERS_PROTOCOL $RUSTWORKERS_REQUEST_FD $RUSTWORKERS_REPLY_FD $RUSTWORKERS_POOL $RUSTWORKERS_WORKER_ID; echo ${HOME:+inherited}",
+    );
     spec.cwd = Some(dir.clone());
     spec.worker_id = 7;
     spec.env = vec![("FOO".into(), "bar baz".into()), ("RUSTWORKERS_POOL".into(), "ignored".into())];
@@ -188,11 +190,11 @@ fn bad_cwd_is_a_child_setup_error() {
     let mut spec = sh_spec("true");
     spec.cwd = Some("/nonexistent/dir".into());
     let err = spawn_worker(&spec).unwrap_err();
-    assert!(
-        matches!(err, SpawnError::ChildSetup { step: ChildStep::Chdir, errno: Errno::ENOENT, .. }),
-        "{err:?}"
+    assert!(matches!(err, SpawnError::ChildSetup { step: ChildStep::Chdir, errno: Errno::ENOENT, .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "could not spawn worker api/0 (`sh -c true`): chdir in the child: No such file or directory"
     );
-    assert_eq!(err.to_string(), "could not spawn worker api/0 (`sh -c true`): chdir in the child: No such file or directory");
     assert_eq!(my_zombies(), Vec::<i32>::new());
 }
 
@@ -211,7 +213,8 @@ fn worker_gets_its_own_session_and_default_signals() {
     // SIGTERM ignored in the dispatcher must not stay ignored in the worker.
     // SAFETY: plain signal() calls, restored right after the spawn.
     let old = unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
-    let w = spawn_worker(&sh_spec("grep -E '^(SigIgn|SigBlk)' /proc/self/status; ps -o sid= -p $$ 2>/dev/null || true"));
+    let w =
+        spawn_worker(&sh_spec("grep -E '^(SigIgn|SigBlk)' /proc/self/status; ps -o sid= -p $$ 2>/dev/null || true"));
     // SAFETY: restoring the previous disposition.
     unsafe { libc::signal(libc::SIGUSR2, old) };
     let mut w = w.unwrap();
@@ -295,7 +298,7 @@ fn native_unknown_worker_exits_with_its_code() {
 
 #[test]
 fn native_echo_says_hello_over_fd_4() {
-    use crate::ipc::{encode_json, ConfigMeta, FrameDecoder, FrameType, HelloMeta};
+    use crate::ipc::{ConfigMeta, FrameDecoder, FrameType, HelloMeta, encode_json};
     let _g = lock();
     let mut w = spawn_worker(&native_spec("echo")).unwrap();
     let config = ConfigMeta {

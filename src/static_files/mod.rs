@@ -48,7 +48,9 @@ pub enum StaticOutcome {
     NoMount,
     /// A mount matched but no file answers; when `authoritative` the caller must answer
     /// 404 here instead of falling through to sync handlers/pools.
-    NotFound { authoritative: bool },
+    NotFound {
+        authoritative: bool,
+    },
     Response(StaticResponse),
 }
 
@@ -114,10 +116,7 @@ fn serve_at(
     if let Some(m) = mounts.iter().find(|m| m.prefix.len() == raw_path.len() + 1 && m.prefix.starts_with(raw_path)) {
         return StaticOutcome::Response(redirect(m, m.prefix.clone()));
     }
-    let Some(mount) = mounts
-        .iter()
-        .filter(|m| raw_path.starts_with(m.prefix.as_str()))
-        .max_by_key(|m| m.prefix.len())
+    let Some(mount) = mounts.iter().filter(|m| raw_path.starts_with(m.prefix.as_str())).max_by_key(|m| m.prefix.len())
     else {
         return StaticOutcome::NoMount;
     };
@@ -200,13 +199,17 @@ fn file_response(opened: Opened, method: &str, req: &[(String, String)], now: Sy
 
     headers.push(("content-type".to_owned(), mime::content_type(&path).to_owned()));
     let range = match header("range") {
-        Some(r) if method == "GET" && header("if-range").is_none_or(|ir| conditional::if_range_holds(ir, &v, &etag)) => {
+        Some(r)
+            if method == "GET" && header("if-range").is_none_or(|ir| conditional::if_range_holds(ir, &v, &etag)) =>
+        {
             conditional::parse_range(r, v.size)
         }
         _ => RangeRequest::Full,
     };
     match range {
-        RangeRequest::Full => StaticResponse { status: 200, headers, body: StaticBody::File { file, offset: 0, len: v.size } },
+        RangeRequest::Full => {
+            StaticResponse { status: 200, headers, body: StaticBody::File { file, offset: 0, len: v.size } }
+        }
         RangeRequest::Partial { start, len } => {
             headers.push(("content-range".to_owned(), format!("bytes {}-{}/{}", start, start + len - 1, v.size)));
             StaticResponse { status: 206, headers, body: StaticBody::File { file, offset: start, len } }

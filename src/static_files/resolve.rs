@@ -220,11 +220,7 @@ pub fn open_confined(root: &Path, path: PathBuf) -> Result<Opened, ResolveError>
 
 fn check_inside(root: &Path, real: &Path) -> Result<(), ResolveError> {
     // Path::starts_with compares whole components: /srv/www2 is not under /srv/www.
-    if real.starts_with(root) {
-        Ok(())
-    } else {
-        Err(ResolveError::OutsideRoot { real: real.to_path_buf() })
-    }
+    if real.starts_with(root) { Ok(()) } else { Err(ResolveError::OutsideRoot { real: real.to_path_buf() }) }
 }
 
 fn io_error(path: PathBuf, e: io::Error) -> ResolveError {

@@ -26,7 +26,8 @@ impl Drop for Tree {
 
 fn tree() -> Tree {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let base = std::env::temp_dir().join(format!("rw-static-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let base =
+        std::env::temp_dir().join(format!("rw-static-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
     let _ = std::fs::remove_dir_all(&base);
     let www = base.join("www");
     for d in ["www/docs", "www/sub", "www/.git", "outside", "www2", "private"] {
@@ -310,7 +311,11 @@ fn if_range() {
 fn mount_header_replaces_generated_one() {
     let t = tree();
     let mut m = mount("/static/", &t.root, false);
-    m.headers = vec![("content-type".into(), "text/x-custom".into()), ("link".into(), "<a>".into()), ("link".into(), "<b>".into())];
+    m.headers = vec![
+        ("content-type".into(), "text/x-custom".into()),
+        ("link".into(), "<a>".into()),
+        ("link".into(), "<b>".into()),
+    ];
     let r = response(serve(&[m], "GET", "/static/hello.txt", &[]));
     let ct: Vec<_> = r.headers.iter().filter(|(n, _)| n == "content-type").collect();
     assert_eq!(ct.len(), 1);

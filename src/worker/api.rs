@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::ipc::{
-    encode_frame, encode_json, ConfigMeta, CreditMeta, ForwardMeta, FrameType, HeartbeatMeta,
-    LogMeta, RequestMeta, ResponseMeta,
+    ConfigMeta, CreditMeta, ForwardMeta, FrameType, HeartbeatMeta, LogMeta, RequestMeta, ResponseMeta, encode_frame,
+    encode_json,
 };
 
 /// One request handed to a worker.
@@ -324,7 +324,8 @@ impl WorkerContext {
 
     /// A LOG record at `level` (see [`level`]), logged by the dispatcher under this worker's name.
     pub fn log(&mut self, level: u32, msg: &str) -> bool {
-        let meta = LogMeta { level, name: format!("{}[{}]", self.config.pool, self.config.worker_id), msg: msg.to_string() };
+        let meta =
+            LogMeta { level, name: format!("{}[{}]", self.config.pool, self.config.worker_id), msg: msg.to_string() };
         self.send_frame(FrameType::Log, 0, &meta, b"")
     }
 
@@ -335,7 +336,11 @@ impl WorkerContext {
 
     /// [`WorkerContext::forward`] with an explicit method and content type.
     pub fn forward_with(&mut self, route: &str, method: &str, content_type: Option<&str>, body: &[u8]) -> bool {
-        let meta = ForwardMeta { route: route.to_string(), method: method.to_string(), content_type: content_type.map(str::to_string) };
+        let meta = ForwardMeta {
+            route: route.to_string(),
+            method: method.to_string(),
+            content_type: content_type.map(str::to_string),
+        };
         self.send_frame(FrameType::Forward, 0, &meta, body)
     }
 

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::api::{level, write_all_fd, NativeWorker, Reply, WorkerContext, WorkerRequest};
-use crate::ipc::{FrameType, ResponseMeta, HEADER_LEN, MAGIC, VERSION};
+use super::api::{NativeWorker, Reply, WorkerContext, WorkerRequest, level, write_all_fd};
+use crate::ipc::{FrameType, HEADER_LEN, MAGIC, ResponseMeta, VERSION};
 
 /// One chaos action, parsed from the query string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +192,8 @@ impl NativeWorker for Chaos {
             }
             Action::Garbage => {
                 // Deterministic bytes that never start with the magic.
-                let garbage: Vec<u8> = (0..64u32).map(|i| (i.wrapping_mul(97).wrapping_add(13) % 251) as u8 | 0x80).collect();
+                let garbage: Vec<u8> =
+                    (0..64u32).map(|i| (i.wrapping_mul(97).wrapping_add(13) % 251) as u8 | 0x80).collect();
                 let _ = ctx.write_raw(&garbage);
                 Reply::Deferred
             }
@@ -255,7 +256,12 @@ impl NativeWorker for Chaos {
                 Reply::Deferred
             }
             Action::Foreign => {
-                ctx.send_frame(FrameType::Response, id + 1000, &ResponseMeta { status: 200, headers: Vec::new() }, b"foreign");
+                ctx.send_frame(
+                    FrameType::Response,
+                    id + 1000,
+                    &ResponseMeta { status: 200, headers: Vec::new() },
+                    b"foreign",
+                );
                 Reply::Deferred
             }
             Action::Forward(route) => {
@@ -274,8 +280,14 @@ impl NativeWorker for Chaos {
         let (due, keep): (Vec<_>, Vec<_>) = self.waiting.drain(..).partition(|(_, at)| sent >= *at);
         self.waiting = keep;
         for (id, _) in due {
-            let body = serde_json::json!({"chaos": "heartbeats", "heartbeats_sent": sent, "worker_id": ctx.worker_id()});
-            ctx.send_response(id, 200, vec![("content-type".to_string(), "application/json".to_string())], body.to_string().as_bytes());
+            let body =
+                serde_json::json!({"chaos": "heartbeats", "heartbeats_sent": sent, "worker_id": ctx.worker_id()});
+            ctx.send_response(
+                id,
+                200,
+                vec![("content-type".to_string(), "application/json".to_string())],
+                body.to_string().as_bytes(),
+            );
         }
     }
 }

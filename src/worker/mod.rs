@@ -11,21 +11,17 @@ pub mod chaos;
 pub mod echo;
 mod runtime;
 
-pub use api::{
-    is_registered, level, register_native, NativeWorker, Reply, WorkerContext, WorkerError,
-    WorkerRequest,
-};
+pub use api::{NativeWorker, Reply, WorkerContext, WorkerError, WorkerRequest, is_registered, level, register_native};
 pub use runtime::{
-    native_main, run_worker, EXIT_PROTOCOL, EXIT_SETUP_FAILED, EXIT_UNKNOWN_WORKER, REPLY_FD,
-    REQUEST_FD,
+    EXIT_PROTOCOL, EXIT_SETUP_FAILED, EXIT_UNKNOWN_WORKER, REPLY_FD, REQUEST_FD, native_main, run_worker,
 };
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ipc::{
-        encode_frame, encode_json, ConfigMeta, Frame, FrameDecoder, FrameType, HeartbeatMeta,
-        HelloMeta, LogMeta, RequestMeta, ResponseMeta,
+        ConfigMeta, Frame, FrameDecoder, FrameType, HeartbeatMeta, HelloMeta, LogMeta, RequestMeta, ResponseMeta,
+        encode_frame, encode_json,
     };
     use std::os::fd::RawFd;
     use std::time::{Duration, Instant};
@@ -137,7 +133,12 @@ mod tests {
                 }
                 code
             });
-            Harness { to_worker: req[1], from_worker: rep[0], decoder: FrameDecoder::new(1 << 26), thread: Some(thread) }
+            Harness {
+                to_worker: req[1],
+                from_worker: rep[0],
+                decoder: FrameDecoder::new(1 << 26),
+                thread: Some(thread),
+            }
         }
 
         fn send(&self, bytes: &[u8]) {
@@ -260,7 +261,8 @@ mod tests {
         assert!(extended);
 
         h.send_json(FrameType::Request, 5, &request("GET", "/c", Some("stream=3")), b"");
-        let kinds: Vec<(FrameType, Vec<u8>)> = (0..5).map(|_| h.recv_skip_heartbeats()).map(|f| (f.kind, f.body)).collect();
+        let kinds: Vec<(FrameType, Vec<u8>)> =
+            (0..5).map(|_| h.recv_skip_heartbeats()).map(|f| (f.kind, f.body)).collect();
         assert_eq!(kinds[0].0, FrameType::StreamStart);
         assert_eq!(kinds[1], (FrameType::StreamChunk, b"chunk 0\n".to_vec()));
         assert_eq!(kinds[3], (FrameType::StreamChunk, b"chunk 2\n".to_vec()));

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use super::api::{level, wait_fd, NativeWorker, WorkerContext, WorkerError, WorkerRequest, Reply};
+use super::api::{NativeWorker, Reply, WorkerContext, WorkerError, WorkerRequest, level, wait_fd};
 use crate::ipc::{ConfigMeta, FlowMeta, Frame, FrameDecoder, FrameType, HelloMeta, RequestMeta};
 
 /// The request pipe's fd in a worker process.
@@ -156,12 +156,10 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
                     }
                     Err(e) => return fatal(&format!("bad CONFIG meta: {e}")),
                 },
-                FrameType::Flow => {
-                    match frame.meta_json::<FlowMeta>() {
-                        Ok(f) => ctx.set_paused(frame.request_id, f.paused),
-                        Err(e) => return fatal(&format!("bad FLOW meta: {e}")),
-                    }
-                }
+                FrameType::Flow => match frame.meta_json::<FlowMeta>() {
+                    Ok(f) => ctx.set_paused(frame.request_id, f.paused),
+                    Err(e) => return fatal(&format!("bad FLOW meta: {e}")),
+                },
                 other => return fatal(&format!("unexpected {} frame from dispatcher", other.name())),
             }
         }

@@ -85,9 +85,8 @@ impl TestServer {
     }
 
     fn try_start_with(dir: TempDir, config: &str, nofile: Option<u64>) -> Result<TestServer, String> {
-        let text = config
-            .replace("{dir}", &dir.path().display().to_string())
-            .replace("{repo}", &repo().display().to_string());
+        let text =
+            config.replace("{dir}", &dir.path().display().to_string()).replace("{repo}", &repo().display().to_string());
         let cfg = dir.write("config.toml", text);
         let mut command = Command::new(binary());
         if let Some(limit) = nofile {
@@ -115,7 +114,13 @@ impl TestServer {
         let pid = child.id() as i32;
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel::<String>();
-        for stream in [child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>)].into_iter().flatten() {
+        for stream in [
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let log = Arc::clone(&log);
             let tx = tx.clone();
             std::thread::spawn(move || {
@@ -227,20 +232,20 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         let workers = self.children();
-        if let Some(mut child) = self.child.take() {
-            if let Ok(None) = child.try_wait() {
-                // SAFETY: kill(2) on our own child.
-                unsafe { libc::kill(self.pid, libc::SIGTERM) };
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut child) = self.child.take()
+            && let Ok(None) = child.try_wait()
+        {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.pid, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
                 }
-                let _ = child.kill();
-                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(20));
             }
+            let _ = child.kill();
+            let _ = child.wait();
         }
         // Workers the server left behind would be a bug; never let them outlive the test.
         for pid in workers {
