@@ -40,6 +40,27 @@ impl AccessInfo {
     }
 }
 
+/// Where a request goes; see `Dispatcher::route`.
+enum Route {
+    Static(static_files::StaticResponse),
+    Sync(usize),
+    Pool(usize),
+    /// No route, or an authoritative static mount without the file.
+    NotFound,
+    /// The path's percent-encoding is malformed.
+    BadPath,
+}
+
+/// How to answer a request the dispatcher answers itself.
+struct ReplyTo {
+    key: usize,
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+    x_request_id: String,
+    access: AccessInfo,
+}
+
 impl Dispatcher {
     /// Take every complete request out of the connection's reader.
     pub(super) fn parse_requests(&mut self, key: usize, now: Instant) {
@@ -63,9 +84,15 @@ impl Dispatcher {
                     if let Some(req) = conn.reader.pending_head().cloned()
                         && let Some((status, body)) = self.refusal_before_body(&req)
                     {
-                        let access = AccessInfo::of(&req, &self.conns[key].peer_ip, now);
-                        let xrid = http::request_id(&req);
-                        self.answer_json(key, &req, status, body, false, &xrid, &access);
+                        let to = ReplyTo {
+                            key,
+                            version: req.version,
+                            head_only: req.is_head(),
+                            keep_alive: false,
+                            x_request_id: http::request_id(&req),
+                            access: AccessInfo::of(&req, &self.conns[key].peer_ip, now),
+                        };
+                        self.reply_json(&to, status, &body);
                         if let Some(conn) = self.conns.get_mut(key) {
                             conn.no_more_requests = true;
                         }
@@ -102,18 +129,32 @@ impl Dispatcher {
         }
     }
 
-    /// The auth refusal `handle_request` would give this request, judged from its head
-    /// alone (for Expect: 100-continue). `None` when a static mount answers the path
-    /// (mounts need no key) or the route needs no key.
-    fn refusal_before_body(&self, req: &Request) -> Option<(u16, serde_json::Value)> {
+    /// Where a request goes (DESIGN decision 8): static mounts, then sync handlers (exact
+    /// path), then the first pool whose route matches the decoded path, else 404.
+    fn route(&self, req: &Request) -> Route {
         match static_files::serve(&self.config.statics, &req.method, &req.path, &req.headers) {
+            StaticOutcome::Response(resp) => return Route::Static(resp),
+            StaticOutcome::NotFound { authoritative: true } => return Route::NotFound,
             StaticOutcome::NotFound { authoritative: false } | StaticOutcome::NoMount => {}
-            _ => return None,
         }
-        let path = String::from_utf8_lossy(&http::percent_decode(&req.path).ok()?).into_owned();
-        let needs_key = match self.config.syncs.iter().find(|s| s.path == path) {
-            Some(route) => route.auth,
-            None => self.pools.iter().any(|p| p.config.routes.iter().any(|r| r.matches(&path))),
+        let Ok(decoded) = http::percent_decode(&req.path) else { return Route::BadPath };
+        let path = String::from_utf8_lossy(&decoded);
+        if let Some(i) = self.config.syncs.iter().position(|s| s.path == path) {
+            return Route::Sync(i);
+        }
+        match self.pools.iter().position(|p| p.config.routes.iter().any(|r| r.matches(&path))) {
+            Some(p) => Route::Pool(p),
+            None => Route::NotFound,
+        }
+    }
+
+    /// The auth refusal `handle_request` would give this request, judged from its head
+    /// alone (for Expect: 100-continue). `None` when its route needs no key.
+    fn refusal_before_body(&self, req: &Request) -> Option<(u16, serde_json::Value)> {
+        let needs_key = match self.route(req) {
+            Route::Sync(i) => self.config.syncs[i].auth,
+            Route::Pool(_) => true,
+            _ => false,
         };
         match needs_key.then(|| self.check_auth(req)) {
             Some(AuthDecision::Deny { status, body }) => Some((status, body)),
@@ -124,149 +165,125 @@ impl Dispatcher {
     /// Route and answer (or queue) one request.
     fn handle_request(&mut self, key: usize, req: Request, now: Instant) {
         let draining = self.phase != super::Phase::Running;
-        let conn = &self.conns[key];
-        let access = AccessInfo::of(&req, &conn.peer_ip, now);
-        let keep_alive = req.keep_alive && !draining;
-        let x_request_id = http::request_id(&req);
-        let head_only = req.is_head();
-
-        // 1. Static mounts.
-        match static_files::serve(&self.config.statics, &req.method, &req.path, &req.headers) {
-            StaticOutcome::Response(resp) => {
-                let mut headers = resp.headers;
-                headers.push(("x-request-id".into(), x_request_id));
-                let body_len = resp.body.len();
-                let mut slot = Slot::pending(0, head_only);
-                http::encode_head(
-                    req.version,
-                    resp.status,
-                    &headers,
-                    BodyFraming::Length(body_len),
-                    keep_alive,
-                    &mut slot.buf,
-                );
-                if !head_only {
-                    match resp.body {
-                        StaticBody::Empty => {}
-                        StaticBody::Bytes(b) => slot.buf.extend_from_slice(&b),
-                        StaticBody::File { file, offset, len } => {
-                            if len > 0 {
-                                slot.file = Some(super::connection::FileBody { file, offset, remaining: len });
-                            }
-                        }
-                    }
+        let to = ReplyTo {
+            key,
+            version: req.version,
+            head_only: req.is_head(),
+            keep_alive: req.keep_alive && !draining,
+            x_request_id: http::request_id(&req),
+            access: AccessInfo::of(&req, &self.conns[key].peer_ip, now),
+        };
+        match self.route(&req) {
+            Route::Static(resp) => self.reply_static(&to, resp),
+            Route::NotFound => self.reply_error(&to, 404, "not found"),
+            Route::BadPath => {
+                let to = ReplyTo { keep_alive: false, ..to };
+                self.reply_error(&to, 400, "malformed percent-encoding in path");
+            }
+            Route::Sync(i) => {
+                let route = self.config.syncs[i].clone();
+                if route.auth
+                    && let AuthDecision::Deny { status, body } = self.check_auth(&req)
+                {
+                    return self.reply_json(&to, status, &body);
                 }
-                slot.done = true;
-                slot.close_after = !keep_alive;
-                self.log_access(&access, resp.status, body_len);
-                self.push_slot(key, slot, keep_alive);
-                return;
+                let read_only = matches!(route.kind, SyncKind::Health | SyncKind::Status | SyncKind::Metrics);
+                if read_only && req.method != "GET" && req.method != "HEAD" {
+                    let (mut headers, body) = http::json_error(405, "method not allowed");
+                    headers.push(("allow".into(), "GET, HEAD".into()));
+                    return self.reply(&to, 405, headers, body);
+                }
+                let resp = self.run_sync_handler(&route, &req, now);
+                self.reply(&to, resp.status, resp.headers, resp.body);
             }
-            StaticOutcome::NotFound { authoritative: true } => {
-                self.answer(key, &req, 404, "not found", keep_alive, &x_request_id, &access);
-                return;
+            Route::Pool(p) => {
+                let context = match self.check_auth(&req) {
+                    AuthDecision::Allow { context } => context,
+                    AuthDecision::Deny { status, body } => return self.reply_json(&to, status, &body),
+                };
+                if let Err((status, msg, retry_after)) = self.admit(p, now) {
+                    let (mut headers, body) = http::json_error(status, msg);
+                    if let Some(secs) = retry_after {
+                        headers.push(("retry-after".into(), secs.to_string()));
+                    }
+                    return self.reply(&to, status, headers, body);
+                }
+                self.enqueue(to, req, p, context, now);
             }
-            StaticOutcome::NotFound { authoritative: false } | StaticOutcome::NoMount => {}
         }
+    }
 
-        // Pools and sync handlers route on the decoded path.
-        let Ok(decoded) = http::percent_decode(&req.path) else {
-            self.answer(key, &req, 400, "malformed percent-encoding in path", false, &x_request_id, &access);
-            return;
-        };
-        let path = String::from_utf8_lossy(&decoded).into_owned();
-
-        // 2. Sync handlers.
-        if let Some(route) = self.config.syncs.iter().find(|s| s.path == path).cloned() {
-            if route.auth
-                && let AuthDecision::Deny { status, body } = self.check_auth(&req)
-            {
-                self.answer_json(key, &req, status, body, keep_alive, &x_request_id, &access);
-                return;
-            }
-            let read_only = matches!(route.kind, SyncKind::Health | SyncKind::Status | SyncKind::Metrics);
-            if read_only && req.method != "GET" && req.method != "HEAD" {
-                let (mut headers, body) = http::json_error(405, "method not allowed");
-                headers.push(("allow".into(), "GET, HEAD".into()));
-                self.answer_with(key, &req, 405, headers, body, keep_alive, &x_request_id, &access);
-                return;
-            }
-            let resp = self.run_sync_handler(&route, &req, now);
-            let mut headers = resp.headers;
-            headers.push(("x-request-id".into(), x_request_id));
-            let mut slot = Slot::pending(0, head_only);
-            http::encode_response(req.version, resp.status, &headers, &resp.body, keep_alive, head_only, &mut slot.buf);
-            slot.done = true;
-            slot.close_after = !keep_alive;
-            self.log_access(&access, resp.status, resp.body.len() as u64);
-            self.push_slot(key, slot, keep_alive);
-            return;
-        }
-
-        // 3. Pools.
-        let Some(pool_index) = self.pools.iter().position(|p| p.config.routes.iter().any(|r| r.matches(&path))) else {
-            self.answer(key, &req, 404, "not found", keep_alive, &x_request_id, &access);
-            return;
-        };
-        let context = match self.check_auth(&req) {
-            AuthDecision::Allow { context } => context,
-            AuthDecision::Deny { status, body } => {
-                self.answer_json(key, &req, status, body, keep_alive, &x_request_id, &access);
-                return;
-            }
-        };
-        if let Err((status, msg, retry_after)) = self.admit(pool_index, now) {
-            let (mut headers, body) = http::json_error(status, msg);
-            if let Some(secs) = retry_after {
-                headers.push(("retry-after".into(), secs.to_string()));
-            }
-            headers.push(("x-request-id".into(), x_request_id));
-            let mut slot = Slot::pending(0, head_only);
-            http::encode_response(req.version, status, &headers, &body, keep_alive, head_only, &mut slot.buf);
-            slot.done = true;
-            slot.close_after = !keep_alive;
-            self.log_access(&access, status, body.len() as u64);
-            self.push_slot(key, slot, keep_alive);
-            return;
-        }
-
+    /// Give a request to pool `p`: an id, an in-flight record with its encoded frame, a
+    /// pending slot on its connection, a place in the queue.
+    fn enqueue(&mut self, to: ReplyTo, req: Request, p: usize, context: serde_json::Value, now: Instant) {
         let id = self.next_request_id;
         self.next_request_id += 1;
-        let conn = &self.conns[key];
+        let conn = &self.conns[to.key];
         let meta = RequestMeta {
-            method: req.method.clone(),
-            path: req.path.clone(),
-            query: req.query.clone(),
-            headers: req.headers.clone(),
+            method: req.method,
+            path: req.path,
+            query: req.query,
+            headers: req.headers,
             remote_addr: conn.peer_ip.clone(),
             remote_port: conn.peer_port,
             http_version: req.version.as_str().to_string(),
-            x_request_id: x_request_id.clone(),
+            x_request_id: to.x_request_id.clone(),
             forwarded: false,
             context,
         };
         let mut frame = Vec::with_capacity(256 + req.body.len());
         ipc::encode_json(&mut frame, FrameType::Request, id, &meta, &req.body);
-        let pool = &mut self.pools[pool_index];
+        let pool = &mut self.pools[p];
         pool.queue.push_back(id);
         self.inflight.insert(
             id,
             Inflight {
-                conn: Some(key),
-                pool: pool_index,
+                conn: Some(to.key),
+                pool: p,
                 worker: None,
                 deadline: now + pool.config.timeout,
                 frame: Some(frame),
                 streaming: false,
-                keep_alive,
-                head_only,
-                http10: req.version == Version::Http10,
-                x_request_id,
-                access,
+                keep_alive: to.keep_alive,
+                head_only: to.head_only,
+                http10: to.version == Version::Http10,
+                x_request_id: to.x_request_id,
+                access: to.access,
             },
         );
-        self.push_slot(key, Slot::pending(id, head_only), keep_alive);
-        self.pump_pool(pool_index, now);
+        self.push_slot(to.key, Slot::pending(id, to.head_only), to.keep_alive);
+        self.pump_pool(p, now);
+    }
+
+    /// A static file answer: the head now, the file streamed by `Conn::flush`.
+    fn reply_static(&mut self, to: &ReplyTo, resp: static_files::StaticResponse) {
+        let mut headers = resp.headers;
+        headers.push(("x-request-id".into(), to.x_request_id.clone()));
+        let body_len = resp.body.len();
+        let mut slot = Slot::pending(0, to.head_only);
+        http::encode_head(
+            to.version,
+            resp.status,
+            &headers,
+            BodyFraming::Length(body_len),
+            to.keep_alive,
+            &mut slot.buf,
+        );
+        if !to.head_only {
+            match resp.body {
+                StaticBody::Empty => {}
+                StaticBody::Bytes(b) => slot.buf.extend_from_slice(&b),
+                StaticBody::File { file, offset, len } => {
+                    if len > 0 {
+                        slot.file = Some(super::connection::FileBody { file, offset, remaining: len });
+                    }
+                }
+            }
+        }
+        slot.done = true;
+        slot.close_after = !to.keep_alive;
+        self.log_access(&to.access, resp.status, body_len);
+        self.push_slot(to.key, slot, to.keep_alive);
     }
 
     /// Add a slot; after a non-keep-alive response nothing more is read.
@@ -294,58 +311,26 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// A small JSON error/status answer made here.
-    #[allow(clippy::too_many_arguments)]
-    fn answer(
-        &mut self,
-        key: usize,
-        req: &Request,
-        status: u16,
-        message: &str,
-        keep_alive: bool,
-        xrid: &str,
-        access: &AccessInfo,
-    ) {
+    /// An error answer made here: `{"error": message}`.
+    fn reply_error(&mut self, to: &ReplyTo, status: u16, message: &str) {
         let (headers, body) = http::json_error(status, message);
-        self.answer_with(key, req, status, headers, body, keep_alive, xrid, access);
+        self.reply(to, status, headers, body);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn answer_json(
-        &mut self,
-        key: usize,
-        req: &Request,
-        status: u16,
-        body: serde_json::Value,
-        keep_alive: bool,
-        xrid: &str,
-        access: &AccessInfo,
-    ) {
+    fn reply_json(&mut self, to: &ReplyTo, status: u16, value: &serde_json::Value) {
         let headers = vec![("content-type".to_string(), "application/json".to_string())];
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-        self.answer_with(key, req, status, headers, body, keep_alive, xrid, access);
+        self.reply(to, status, headers, serde_json::to_vec(value).unwrap_or_default());
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn answer_with(
-        &mut self,
-        key: usize,
-        req: &Request,
-        status: u16,
-        mut headers: Vec<(String, String)>,
-        body: Vec<u8>,
-        keep_alive: bool,
-        xrid: &str,
-        access: &AccessInfo,
-    ) {
-        headers.push(("x-request-id".into(), xrid.to_string()));
-        let head_only = req.is_head();
-        let mut slot = Slot::pending(0, head_only);
-        http::encode_response(req.version, status, &headers, &body, keep_alive, head_only, &mut slot.buf);
+    /// A complete answer made here (sync handlers, errors): encoded into its slot now.
+    fn reply(&mut self, to: &ReplyTo, status: u16, mut headers: Vec<(String, String)>, body: Vec<u8>) {
+        headers.push(("x-request-id".into(), to.x_request_id.clone()));
+        let mut slot = Slot::pending(0, to.head_only);
+        http::encode_response(to.version, status, &headers, &body, to.keep_alive, to.head_only, &mut slot.buf);
         slot.done = true;
-        slot.close_after = !keep_alive;
-        self.log_access(access, status, body.len() as u64);
-        self.push_slot(key, slot, keep_alive);
+        slot.close_after = !to.keep_alive;
+        self.log_access(&to.access, status, body.len() as u64);
+        self.push_slot(to.key, slot, to.keep_alive);
     }
 
     /// Answer an error on a connection whose framing can no longer be trusted, and close it.
