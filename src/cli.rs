@@ -40,9 +40,10 @@ SIGNALS:
     TERM, INT    graceful stop: stop accepting, finish in-flight requests
                  (up to server.shutdown_timeout), then stop the workers
     QUIT         fast stop: close connections and kill the workers now
-    HUP          reload: re-read the config, restart workers one by one
-    TTIN, TTOU   add / remove one worker in every pool
-    USR1         reopen log files
+    HUP          reload: re-read the config file; pools whose settings changed get
+                 new workers while the old ones finish their requests and exit
+                 (listeners stay: a changed server.bind needs a restart)
+    TTIN, TTOU   add / remove one worker in every pool (until the next reload)
 
 ENVIRONMENT:
     RUST_LOG                  log filter for the dispatcher (env_logger syntax), e.g. info,

@@ -117,7 +117,7 @@ pub struct AuthConfig {
 }
 
 /// How a pool's worker processes are started.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WorkerKind {
     /// Built-in or library-registered Rust worker, forked without exec.
     Native(String),
@@ -152,7 +152,7 @@ impl RoutePattern {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub routes: Vec<RoutePattern>,

@@ -8,6 +8,7 @@ mod lifecycle;
 mod pools;
 mod python_unit;
 mod python_workers;
+mod reload;
 mod static_serving;
 mod supervision;
 mod util;

@@ -15,6 +15,7 @@ impl Dispatcher {
         let pools = self
             .pools
             .iter()
+            .filter(|p| !p.retired)
             .map(|p| {
                 let workers: Vec<_> =
                     p.slots.iter().filter_map(|s| s.worker).filter_map(|k| self.worker_status(k, now)).collect();

@@ -15,6 +15,7 @@
 mod connection;
 mod handlers;
 mod listeners;
+mod reload;
 mod requests;
 mod workers;
 
@@ -123,6 +124,8 @@ impl std::error::Error for RunError {}
 /// The dispatcher process state.
 pub struct Dispatcher {
     config: Config,
+    /// Where SIGHUP re-reads the config from (`None` for the embedded default).
+    config_path: Option<std::path::PathBuf>,
     ext: Extensions,
     poll: Poll,
     signals: Signals,
@@ -170,6 +173,7 @@ impl Dispatcher {
         let pools = config.pools.iter().cloned().map(Pool::new).collect();
         let now = Instant::now();
         let mut d = Dispatcher {
+            config_path: reload::config_file(&config),
             config,
             ext,
             poll,
@@ -240,9 +244,10 @@ impl Dispatcher {
                 SIGCHLD => self.reap_workers(),
                 SIGTERM | SIGINT => self.begin_drain(),
                 SIGQUIT => self.fast_stop(),
-                SIGHUP => warn!("SIGHUP: configuration reload is not supported yet; ignoring"),
+                SIGHUP => self.reload(),
                 SIGUSR1 => info!("SIGUSR1: logs go to stderr; nothing to reopen"),
-                SIGTTIN | SIGTTOU => warn!("SIGTTIN/SIGTTOU: resizing pools at run time is not supported yet"),
+                SIGTTIN => self.resize_pools(1),
+                SIGTTOU => self.resize_pools(-1),
                 _ => {}
             }
         }

@@ -142,7 +142,7 @@ impl Dispatcher {
         if let Some(i) = self.config.syncs.iter().position(|s| s.path == path) {
             return Route::Sync(i);
         }
-        match self.pools.iter().position(|p| p.config.routes.iter().any(|r| r.matches(&path))) {
+        match self.pools.iter().position(|p| !p.retired && p.config.routes.iter().any(|r| r.matches(&path))) {
             Some(p) => Route::Pool(p),
             None => Route::NotFound,
         }
@@ -523,7 +523,9 @@ impl Dispatcher {
 
     /// Inject a request from a worker's FORWARD frame into the pool matching `route`.
     pub(super) fn forward(&mut self, from: &str, meta: ipc::ForwardMeta, body: Vec<u8>, now: Instant) {
-        let Some(p) = self.pools.iter().position(|p| p.config.routes.iter().any(|r| r.matches(&meta.route))) else {
+        let Some(p) =
+            self.pools.iter().position(|p| !p.retired && p.config.routes.iter().any(|r| r.matches(&meta.route)))
+        else {
             warn!("{from}: forward to {}: no pool matches; dropped", meta.route);
             return;
         };

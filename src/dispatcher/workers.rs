@@ -88,6 +88,9 @@ pub struct WorkerProc {
     killed: bool,
     /// Requests failed at death, kept for the death log line.
     victims: Vec<String>,
+    /// Detached from its slot by a reload or a shrink: it finishes what it holds after
+    /// STOP and exits; its slot (if still there) already has a successor.
+    retired: bool,
 }
 
 impl WorkerProc {
@@ -185,6 +188,7 @@ impl Dispatcher {
             usr2_at: None,
             killed: false,
             victims: Vec::new(),
+            retired: false,
         };
         let reg = self.poll.registry();
         let ok = w
@@ -615,6 +619,10 @@ impl Dispatcher {
         for mut o in [w.stdout.take(), w.stderr.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut o.rx);
         }
+        if w.retired {
+            info!("retired worker {} (pid {}) {how}", w.name, w.pid);
+            return;
+        }
         let stopping = self.phase != super::Phase::Running;
         let uptime = now - w.started;
         let pool = &mut self.pools[w.pool];
@@ -699,6 +707,29 @@ impl Dispatcher {
         for key in died {
             self.worker_died(key, "was stuck and killed", now);
         }
+    }
+
+    /// Detach a worker from its slot and STOP it: it takes no new requests, answers those
+    /// it holds, and exits; the slot starts a successor at once (reload, SIGTTOU).
+    pub(super) fn retire_worker(&mut self, key: usize) {
+        let Some(w) = self.workers.get_mut(key) else { return };
+        if w.retired {
+            return;
+        }
+        w.retired = true;
+        if let Some(slot) = self.pools[w.pool].slots.get_mut(w.slot)
+            && slot.worker == Some(key)
+        {
+            slot.worker = None;
+            slot.respawn_at = None;
+        }
+        if matches!(w.state, ProcState::Dead { .. }) {
+            return;
+        }
+        info!("retiring worker {} (pid {}): finishing {} request(s), then exiting", w.name, w.pid, w.in_hand.len());
+        w.state = ProcState::Stopping;
+        ipc::encode_frame(&mut w.tx_buf, FrameType::Stop, 0, &[], &[]);
+        self.flush_worker(key);
     }
 
     /// Graceful end: STOP to every worker; the reap frees them.

@@ -61,6 +61,9 @@ pub struct Pool {
     pub restarts_total: u64,
     /// Round-robin start position for picking a worker.
     pub next_pick: usize,
+    /// Removed from the config by a reload: not routed to, never respawned. Kept in the
+    /// table so indices held by requests and workers stay valid.
+    pub retired: bool,
 }
 
 impl Pool {
@@ -76,7 +79,36 @@ impl Pool {
             restarts: VecDeque::new(),
             restarts_total: 0,
             next_pick: 0,
+            retired: false,
         }
+    }
+
+    /// Take a new config (a reload): health and restart history start afresh, the slot
+    /// count follows `num_workers`. Returns the worker keys of slots that went away.
+    pub fn reconfigure(&mut self, config: PoolConfig) -> Vec<usize> {
+        let n = config.num_workers;
+        self.config = config;
+        self.health = PoolHealth::Healthy;
+        self.restarts.clear();
+        for slot in &mut self.slots {
+            slot.failures = 0;
+            slot.parked = false;
+            slot.respawn_at = None;
+        }
+        self.resize(n)
+    }
+
+    /// Grow or shrink to `n` slots (SIGTTIN/SIGTTOU, reload). Returns the worker keys of
+    /// removed slots, for the caller to retire.
+    pub fn resize(&mut self, n: usize) -> Vec<usize> {
+        let n = n.max(1);
+        let removed = if self.slots.len() > n { self.slots.split_off(n) } else { Vec::new() };
+        while self.slots.len() < n {
+            self.slots.push(Slot { worker: None, failures: 0, respawn_at: None, parked: false });
+        }
+        self.config.num_workers = n;
+        self.next_pick %= n;
+        removed.into_iter().filter_map(|s| s.worker).collect()
     }
 
     pub fn name(&self) -> &str {
@@ -160,9 +192,10 @@ impl Pool {
     }
 
     /// Slots that need a process started now. None while degraded: a crash-looping pool
-    /// stops trying until `recovery_interval` (or a reload) clears the state.
+    /// stops trying until `recovery_interval` (or a reload) clears the state. None for a pool
+    /// a reload removed.
     pub fn slots_to_spawn(&self, now: Instant) -> Vec<usize> {
-        if self.is_degraded() {
+        if self.is_degraded() || self.retired {
             return Vec::new();
         }
         self.slots
@@ -257,6 +290,28 @@ mod tests {
         assert_eq!(p.slots_to_spawn(now), vec![1]);
         assert!(p.on_worker_exit(1, Exit::Code(3), Duration::ZERO, 0, now));
         assert!(p.is_degraded());
+    }
+
+    #[test]
+    fn resize_and_reconfigure() {
+        let now = Instant::now();
+        let mut p = pool(1, None, None);
+        p.slots[0].worker = Some(7);
+        p.slots[1].worker = Some(8);
+        assert_eq!(p.resize(3), Vec::<usize>::new());
+        assert_eq!(p.slots_to_spawn(now), vec![2]);
+        assert_eq!(p.resize(1), vec![8]);
+        assert_eq!(p.slots.len(), 1);
+        p.on_worker_exit(0, Exit::Signal(9), Duration::ZERO, 0, now);
+        p.on_worker_exit(0, Exit::Signal(9), Duration::ZERO, 0, now);
+        assert!(p.is_degraded());
+        let mut cfg = p.config.clone();
+        cfg.num_workers = 2;
+        assert!(p.reconfigure(cfg).is_empty());
+        assert!(!p.is_degraded());
+        assert_eq!(p.slots_to_spawn(now), vec![0, 1]);
+        p.retired = true;
+        assert!(p.slots_to_spawn(now).is_empty());
     }
 
     #[test]
