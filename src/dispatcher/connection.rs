@@ -145,6 +145,10 @@ pub struct Conn {
     pub peer_closed: bool,
     /// Set when no further request will be read (close after the last slot).
     pub no_more_requests: bool,
+    /// A response that closes the connection is in `out`: close once it is written.
+    close_when_flushed: bool,
+    /// epoll reported the peer's half-close: read until EOF, never stop at a short read.
+    pub hangup_seen: bool,
     pub last_read: Instant,
     pub last_write: Instant,
     /// When the first byte of the request head now being read arrived.
@@ -165,6 +169,8 @@ impl Conn {
             read_pending: true,
             peer_closed: false,
             no_more_requests: false,
+            close_when_flushed: false,
+            hangup_seen: false,
             last_read: now,
             last_write: now,
             head_started: None,
@@ -200,6 +206,13 @@ impl Conn {
                     self.reader.push(&scratch[..n]);
                     self.last_read = now;
                     budget = budget.saturating_sub(n);
+                    if n < scratch.len() && !self.hangup_seen {
+                        // A short read drained the socket: with edge-triggered epoll, more
+                        // data arriving later raises a new event, so skip the read that
+                        // would only say WouldBlock.
+                        self.read_pending = false;
+                        return true;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.read_pending = false;
@@ -229,37 +242,59 @@ impl Conn {
     /// Write what is ready, front slot first.
     pub fn flush(&mut self, now: Instant) -> Flush {
         loop {
-            if self.out_pos < self.out.len() {
-                match self.stream.write(&self.out[self.out_pos..]) {
-                    Ok(0) => return Flush::Close,
-                    Ok(n) => {
-                        self.out_pos += n;
-                        self.last_write = now;
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => return Flush::Close,
-                }
+            if let Some(flush) = self.gather() {
+                return flush;
             }
-            self.out.clear();
-            self.out_pos = 0;
-            let Some(front) = self.slots.front_mut() else { return Flush::Idle };
+            if self.out_pos >= self.out.len() {
+                self.out.clear();
+                self.out_pos = 0;
+                return if self.close_when_flushed { Flush::Close } else { Flush::Idle };
+            }
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Flush::Close,
+                Ok(n) => {
+                    self.out_pos += n;
+                    self.last_write = now;
+                    if self.out_pos == self.out.len() {
+                        self.out.clear();
+                        self.out_pos = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Flush::Close,
+            }
+        }
+    }
+
+    /// Move what is ready into `out`, front slot first, up to about one chunk: a head and
+    /// its body, and pipelined responses, then leave in one write. `Some` = close now (a
+    /// file under a response shrank, so its framing can no longer be kept).
+    fn gather(&mut self) -> Option<Flush> {
+        while !self.close_when_flushed && self.out.len() - self.out_pos < IO_CHUNK {
+            let Some(front) = self.slots.front_mut() else { break };
             if !front.buf.is_empty() {
-                std::mem::swap(&mut self.out, &mut front.buf);
+                if self.out_pos == self.out.len() {
+                    self.out.clear();
+                    self.out_pos = 0;
+                    std::mem::swap(&mut self.out, &mut front.buf);
+                } else {
+                    self.out.extend_from_slice(&front.buf);
+                    front.buf.clear();
+                }
                 continue;
             }
             if let Some(body) = front.file.as_mut() {
+                let start = self.out.len();
                 let want = (body.remaining as usize).min(IO_CHUNK);
-                self.out.resize(want, 0);
-                match body.file.read_at(&mut self.out, body.offset) {
+                self.out.resize(start + want, 0);
+                match body.file.read_at(&mut self.out[start..], body.offset) {
                     Ok(0) | Err(_) => {
-                        // The file shrank or failed under us: the framing is broken.
-                        self.out.clear();
-                        return Flush::Close;
+                        self.out.truncate(start);
+                        return Some(Flush::Close);
                     }
                     Ok(n) => {
-                        self.out.truncate(n);
+                        self.out.truncate(start + n);
                         body.offset += n as u64;
                         body.remaining -= n as u64;
                         if body.remaining == 0 {
@@ -269,16 +304,13 @@ impl Conn {
                 }
                 continue;
             }
-            if front.done {
-                let close = front.close_after;
-                self.slots.pop_front();
-                if close {
-                    return Flush::Close;
-                }
-                continue;
+            if !front.done {
+                break; // waiting for a worker
             }
-            return Flush::Idle;
+            self.close_when_flushed = front.close_after;
+            self.slots.pop_front();
         }
+        None
     }
 
     /// Whether output is waiting on the socket.

@@ -212,7 +212,14 @@ impl Dispatcher {
                 match (event.token(), tag) {
                     (SIGNALS, _) => self.handle_signals(),
                     (_, TAG_LISTENER) => self.accept_all(key),
-                    (_, TAG_CONN) => self.drive_conn(key, event.is_writable()),
+                    (_, TAG_CONN) => {
+                        if event.is_read_closed()
+                            && let Some(conn) = self.conns.get_mut(key)
+                        {
+                            conn.hangup_seen = true;
+                        }
+                        self.drive_conn(key)
+                    }
                     (_, TAG_WORKER_REPLY) => self.read_worker_replies(key),
                     (_, TAG_WORKER_REQUEST) => self.flush_worker(key),
                     (_, TAG_WORKER_STDOUT) => self.read_worker_output(key, false),
@@ -281,7 +288,7 @@ impl Dispatcher {
                     entry.insert(conn);
                     self.metrics.connections_total += 1;
                     // Edge-triggered: data may already be waiting.
-                    self.drive_conn(key, false);
+                    self.drive_conn(key);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -297,7 +304,7 @@ impl Dispatcher {
     }
 
     /// Read, parse, answer and write for one connection; close it when finished.
-    fn drive_conn(&mut self, key: usize, _writable: bool) {
+    fn drive_conn(&mut self, key: usize) {
         // Bounded so one client with a deep pipeline cannot hold the loop; what is left is
         // picked up by `tick` (`read_pending`).
         for _ in 0..MAX_DRIVE_ROUNDS {
@@ -331,7 +338,7 @@ impl Dispatcher {
     /// Write what is ready on a connection; if it then wants to read more, drive it.
     fn flush_conn(&mut self, key: usize, now: Instant) {
         if self.write_conn(key, now) {
-            self.drive_conn(key, false);
+            self.drive_conn(key);
         }
     }
 
@@ -387,7 +394,7 @@ impl Dispatcher {
         let resumable: Vec<usize> =
             self.conns.iter().filter(|(_, c)| c.read_pending && c.wants_read()).map(|(k, _)| k).collect();
         for key in resumable {
-            self.drive_conn(key, false);
+            self.drive_conn(key);
         }
         self.expire_connections(now);
         self.expire_requests(now);
