@@ -5,10 +5,11 @@
 //!    names. Every name is a single directory entry: no `/`, no `\`, no NUL, valid UTF-8,
 //!    and never starting with `.` (which rules out `.`, `..` and hidden files such as
 //!    `.git` or `.env` in one check).
-//! 2. [`open_confined`] opens `root/<names>` and then asks the kernel where the open fd
-//!    really lives (`/proc/self/fd`, one `readlink`); a symlink that leads out of the root
-//!    is refused. Checking the opened fd rather than a pre-computed path leaves no window
-//!    for a symlink swap between check and open.
+//! 2. [`open_confined`] opens `root/<names>` so that nothing outside the root can be
+//!    reached: on Linux ≥ 5.6 with `openat2(RESOLVE_BENEATH)` (the kernel refuses any
+//!    escape while resolving), elsewhere by opening and then asking where the open fd
+//!    really lives (`/proc/self/fd` readlink, or canonicalize). Either way the check is on
+//!    what was opened, so a symlink swapped in between cannot slip through.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -190,16 +191,40 @@ pub struct Opened {
 /// Opens `path` read-only and refuses it unless its real location is under `root`
 /// (`root` must be canonical) and it is a regular file or a directory.
 pub fn open_confined(root: &Path, path: PathBuf) -> Result<Opened, ResolveError> {
+    #[cfg(target_os = "linux")]
+    let file = match beneath::open(root, &path) {
+        Some(Ok(file)) => file,
+        // EXDEV: resolution met a symlink that is absolute or climbs out. An absolute one
+        // may still point inside the root (`current -> /srv/www/releases/7`): decide on
+        // where the file really is.
+        Some(Err(e)) if e.raw_os_error() == Some(libc::EXDEV) => open_then_check(root, &path)?,
+        Some(Err(e)) => return Err(io_error(path, e)),
+        None => open_then_check(root, &path)?,
+    };
     #[cfg(not(target_os = "linux"))]
-    check_inside(root, &std::fs::canonicalize(&path).map_err(|e| io_error(path.clone(), e))?)?;
+    let file = open_then_check(root, &path)?;
 
-    // O_NONBLOCK: a FIFO planted in the root must not block the dispatcher's loop in
-    // open(2). It changes nothing for regular files, whose reads never block anyway.
+    let meta = file.metadata().map_err(|e| io_error(path.clone(), e))?;
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(ResolveError::NotFound { path });
+    }
+    Ok(Opened { file, meta, path })
+}
+
+/// O_NONBLOCK: a FIFO planted in the root must not block the dispatcher's loop in
+/// open(2). It changes nothing for regular files, whose reads never block anyway.
+const OPEN_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+
+/// Portable confinement: open, then check where the opened file really is.
+fn open_then_check(root: &Path, path: &Path) -> Result<File, ResolveError> {
+    #[cfg(not(target_os = "linux"))]
+    check_inside(root, &std::fs::canonicalize(path).map_err(|e| io_error(path.to_path_buf(), e))?)?;
+
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(&path)
-        .map_err(|e| io_error(path.clone(), e))?;
+        .custom_flags(OPEN_FLAGS & !(libc::O_RDONLY | libc::O_CLOEXEC))
+        .open(path)
+        .map_err(|e| io_error(path.to_path_buf(), e))?;
 
     #[cfg(target_os = "linux")]
     {
@@ -207,15 +232,93 @@ pub fn open_confined(root: &Path, path: PathBuf) -> Result<Opened, ResolveError>
         match std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
             Ok(real) => check_inside(root, &real)?,
             // No /proc (unusual chroot): fall back to resolving the path again.
-            Err(_) => check_inside(root, &std::fs::canonicalize(&path).map_err(|e| io_error(path.clone(), e))?)?,
+            Err(_) => check_inside(root, &std::fs::canonicalize(path).map_err(|e| io_error(path.to_path_buf(), e))?)?,
         }
     }
+    Ok(file)
+}
 
-    let meta = file.metadata().map_err(|e| io_error(path.clone(), e))?;
-    if !meta.is_file() && !meta.is_dir() {
-        return Err(ResolveError::NotFound { path });
+/// Linux ≥ 5.6: `openat2(root_fd, rel, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` makes the
+/// kernel refuse any resolution that leaves the root (`..`, absolute or escaping
+/// symlinks) in the same call that opens the file: one syscall instead of open + readlink,
+/// and no window between check and open.
+#[cfg(target_os = "linux")]
+mod beneath {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::ffi::CString;
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Set once the kernel said ENOSYS (or a seccomp filter refuses the call).
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+
+    thread_local! {
+        /// Mount roots opened as O_PATH directories, one per root (the dispatcher is
+        /// single-threaded; tests get one table per thread).
+        static ROOTS: RefCell<HashMap<PathBuf, OwnedFd>> = RefCell::new(HashMap::new());
     }
-    Ok(Opened { file, meta, path })
+
+    /// `None`: openat2 is not available here; use the portable path.
+    pub fn open(root: &Path, path: &Path) -> Option<io::Result<File>> {
+        if UNSUPPORTED.load(Ordering::Relaxed) {
+            return None;
+        }
+        let rel = path.strip_prefix(root).ok()?;
+        let rel = if rel.as_os_str().is_empty() { CString::new(".") } else { CString::new(rel.as_os_str().as_bytes()) };
+        let rel = rel.ok()?;
+        let root_fd = ROOTS.with(|roots| {
+            let mut roots = roots.borrow_mut();
+            if let Some(fd) = roots.get(root) {
+                return Ok(std::os::fd::AsRawFd::as_raw_fd(fd));
+            }
+            let c =
+                CString::new(root.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            // SAFETY: plain open(2) of a NUL-terminated path; the fd is owned below.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: fd was just returned by open(2) and is owned by nobody else.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&owned);
+            roots.insert(root.to_path_buf(), owned);
+            Ok(raw)
+        });
+        let root_fd = match root_fd {
+            Ok(fd) => fd,
+            Err(e) => return Some(Err(e)),
+        };
+        // SAFETY: open_how is plain data; zeroed is a valid value for every field.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = super::OPEN_FLAGS as u64;
+        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+        // SAFETY: openat2 with a live dirfd, a NUL-terminated path and a properly sized
+        // open_how; the returned fd is owned by the File below.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root_fd,
+                rel.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+                return None;
+            }
+            return Some(Err(e));
+        }
+        // SAFETY: fd is a fresh descriptor from openat2.
+        Some(Ok(unsafe { File::from_raw_fd(fd as libc::c_int) }))
+    }
 }
 
 fn check_inside(root: &Path, real: &Path) -> Result<(), ResolveError> {

@@ -53,6 +53,10 @@ fn tree() -> Tree {
     symlink("../outside/secret.txt", www.join("escape")).unwrap();
     symlink("../outside", www.join("escape_dir")).unwrap();
     symlink("../www2/secret.txt", www.join("sibling")).unwrap();
+    // Absolute symlinks: one lands inside the root (a deploy's `current -> /srv/www/…`),
+    // one outside.
+    symlink(www.canonicalize().unwrap().join("hello.txt"), www.join("abs_inside")).unwrap();
+    symlink(base.canonicalize().unwrap().join("outside/secret.txt"), www.join("abs_escape")).unwrap();
     // temp_dir itself may sit behind a symlink (macOS /tmp): roots are canonical by contract.
     let root = www.canonicalize().unwrap();
     let base = base.canonicalize().unwrap();
@@ -185,6 +189,11 @@ fn symlinks_out_of_the_root_are_refused_inside_are_served() {
     let r = response(get(&t, "/static/dir_link/", &[]));
     assert_eq!(r.status, 200);
     assert_eq!(body(r), b"<h1>docs</h1>");
+
+    assert_eq!(status(get(&t, "/static/abs_escape", &[])), 404);
+    let r = response(get(&t, "/static/abs_inside", &[]));
+    assert_eq!(r.status, 200);
+    assert_eq!(body(r), b"hello world");
 }
 
 #[test]
