@@ -220,7 +220,7 @@ impl Dispatcher {
                         }
                         self.drive_conn(key)
                     }
-                    (_, TAG_WORKER_REPLY) => self.read_worker_replies(key),
+                    (_, TAG_WORKER_REPLY) => self.read_worker_replies(key, event.is_read_closed()),
                     (_, TAG_WORKER_REQUEST) => self.flush_worker(key),
                     (_, TAG_WORKER_STDOUT) => self.read_worker_output(key, false),
                     (_, TAG_WORKER_STDERR) => self.read_worker_output(key, true),

@@ -294,7 +294,10 @@ impl Dispatcher {
     }
 
     /// Read and handle every frame the worker sent.
-    pub(super) fn read_worker_replies(&mut self, key: usize) {
+    /// `hangup`: epoll reported the write end closed, so read on to EOF even after a short
+    /// read (otherwise a short read means the pipe is drained: a later write raises a new
+    /// edge-triggered event).
+    pub(super) fn read_worker_replies(&mut self, key: usize, hangup: bool) {
         let now = Instant::now();
         let mut eof = false;
         {
@@ -306,7 +309,12 @@ impl Dispatcher {
                         eof = true;
                         break;
                     }
-                    Ok(n) => w.decoder.push(&self.scratch[..n]),
+                    Ok(n) => {
+                        w.decoder.push(&self.scratch[..n]);
+                        if n < self.scratch.len() && !hangup {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => {
