@@ -124,8 +124,20 @@ impl TestServer {
             let log = Arc::clone(&log);
             let tx = tx.clone();
             std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
+                let mut reader = BufReader::new(stream);
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    match reader.read_until(b'\n', &mut raw) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => {
+                            log.lock().unwrap().push_str(&format!("[harness: output read failed: {e}]\n"));
+                            break;
+                        }
+                    }
+                    // Lossy: one odd byte must not end the capture of everything after it.
+                    let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
                     if std::env::var_os("RW_TEST_VERBOSE").is_some() {
                         eprintln!("[server {pid}] {line}");
                     }
@@ -231,7 +243,9 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        let workers = self.children();
+        // (pid, start time): pids are reused (pid_max can be 32768), so a leftover is
+        // killed only if it is still the very process that was the server's child.
+        let workers: Vec<(i32, Option<u64>)> = self.children().into_iter().map(|p| (p, start_time(p))).collect();
         if let Some(mut child) = self.child.take()
             && let Ok(None) = child.try_wait()
         {
@@ -248,13 +262,21 @@ impl Drop for TestServer {
             let _ = child.wait();
         }
         // Workers the server left behind would be a bug; never let them outlive the test.
-        for pid in workers {
-            if pid_alive(pid) {
+        for (pid, started) in workers {
+            if started.is_some() && start_time(pid) == started && pid_alive(pid) {
                 // SAFETY: kill(2) on a process this test started (through the server).
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
     }
+}
+
+/// A process's start time (clock ticks since boot, /proc/PID/stat field 22): with the
+/// pid, it names one process even after the pid is reused.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    stat.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Direct children of `pid` per /proc/PID/task/*/children.
