@@ -1,6 +1,7 @@
 """A small Flask app served by rustworkers through the shim's WSGI adapter.
 
-Pool:  worker = { wsgi = "examples.flask_app:app" }   (pip install flask)
+Served by the `flask` pool of examples/config.toml (`wsgi = "examples.flask_app:app"`,
+mounted at /flask with SCRIPT_NAME); needs `pip install flask`.
 """
 
 from flask import Flask, abort, jsonify, make_response, request

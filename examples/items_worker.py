@@ -1,7 +1,11 @@
 """Items API example for the rustworkers Python shim (uhttp-workers quick-start style).
 
-Run under rustworkers with a pool like (see examples/python.toml):
-    worker = { python = "examples.items_worker:ItemsWorker" }
+Served by the `items` pool of examples/config.toml:
+    [[pool]]
+    name = "items"
+    routes = ["/api/**"]
+    python = "examples.items_worker:ItemsWorker"
+    module_path = [".."]
 """
 
 import time
