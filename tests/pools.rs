@@ -603,3 +603,39 @@ fn worker_killed_mid_stream_truncates_the_response_and_pool_recovers() {
     assert!(!text.ends_with("0\r\n\r\n"), "a truncated stream must not look complete: {text}");
     assert_recovers(&s);
 }
+
+/// FLOW: a stream larger than the dispatcher's per-stream cap (8 MiB) reaches a client that
+/// reads slowly intact, because the dispatcher pauses the worker (FLOW) instead of
+/// buffering, and resumes it as the client drains.
+#[test]
+fn slow_client_stream_is_paused_with_flow_not_cut() {
+    let config = r#"
+[server]
+bind = ["127.0.0.1:0"]
+access_log = "off"
+[[sync]]
+path = "/status"
+kind = "status"
+[[pool]]
+name = "flow"
+routes = ["/flow/**"]
+command = ["python3", "{repo}/tests/fixtures/python/flow_worker.py"]
+env = { PYTHONPATH = "{repo}/workers" }
+num_workers = 1
+"#;
+    let s = TestServer::start(config);
+    assert_eq!(s.wait_ready("flow", 1, Duration::from_secs(15)).len(), 1, "{}", s.log());
+    let mut c = Client::connect(&s.addr);
+    c.send(b"GET /flow/big HTTP/1.1\r\nHost: t\r\n\r\n");
+    // Read nothing for a while: the worker must be told to pause.
+    assert!(s.wait_for_log("flow paused", Duration::from_secs(15)), "worker never paused:\n{}", s.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let r = c.read_response().expect("stream");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 48 * 256 * 1024, "stream cut short:\n{}", s.log());
+    for (n, chunk) in r.body.chunks(256 * 1024).enumerate() {
+        assert!(chunk.iter().enumerate().all(|(i, &b)| b as usize == (n + i) % 251), "chunk {n} corrupted");
+    }
+    assert!(s.log().contains("flow resumed"), "{}", s.log());
+    assert!(!s.log().contains("cutting the stream"), "{}", s.log());
+}

@@ -26,6 +26,10 @@ pub const MAX_PIPELINE: usize = 32;
 pub const MAX_BUFFERED_OUT: usize = 1 << 20;
 /// Most bytes read from one socket before the reader parses them.
 pub const READ_BUDGET: usize = 256 * 1024;
+/// Bytes buffered for a stream's client at which its worker is asked to pause (FLOW)...
+pub const FLOW_PAUSE_AT: usize = 1 << 20;
+/// ...and at which it is asked to resume.
+pub const FLOW_RESUME_AT: usize = 256 * 1024;
 /// Most bytes a stream may buffer for a slow client before it is cut.
 pub const MAX_STREAM_BUFFER: usize = 8 << 20;
 

@@ -137,6 +137,8 @@ pub struct Dispatcher {
     /// pid → worker key, for reaping.
     pids: HashMap<i32, usize>,
     inflight: HashMap<u64, Inflight>,
+    /// Streams whose worker was sent FLOW paused (slow client).
+    paused_streams: std::collections::HashSet<u64>,
     next_request_id: u64,
     metrics: Metrics,
     phase: Phase,
@@ -185,6 +187,7 @@ impl Dispatcher {
             workers: Slab::new(),
             pids: HashMap::new(),
             inflight: HashMap::new(),
+            paused_streams: std::collections::HashSet::new(),
             next_request_id: 1,
             metrics: Metrics::default(),
             phase: Phase::Running,
@@ -322,7 +325,9 @@ impl Dispatcher {
                 self.close_conn(key);
                 return;
             }
-            if !self.write_conn(key, now) {
+            let more = self.write_conn(key, now);
+            self.resume_streams(key);
+            if !more {
                 return;
             }
         }
@@ -339,6 +344,24 @@ impl Dispatcher {
     fn flush_conn(&mut self, key: usize, now: Instant) {
         if self.write_conn(key, now) {
             self.drive_conn(key);
+        } else {
+            self.resume_streams(key);
+        }
+    }
+
+    /// After writing to a client, resume its paused streams that drained (FLOW).
+    fn resume_streams(&mut self, key: usize) {
+        if self.paused_streams.is_empty() {
+            return;
+        }
+        let ids: Vec<u64> = self
+            .paused_streams
+            .iter()
+            .copied()
+            .filter(|id| self.inflight.get(id).is_none_or(|i| i.conn == Some(key)))
+            .collect();
+        for id in ids {
+            self.stream_back_pressure(id);
         }
     }
 

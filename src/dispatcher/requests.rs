@@ -441,7 +441,37 @@ impl Dispatcher {
             None => return true,
         }
         self.flush_conn(key, now);
+        self.stream_back_pressure(id);
         true
+    }
+
+    /// FLOW (docs/protocol.md): ask the worker to pause a stream whose client has
+    /// `FLOW_PAUSE_AT` bytes waiting, and to resume once it is down to `FLOW_RESUME_AT`.
+    /// The hard cap (`MAX_STREAM_BUFFER`) still cuts a worker that ignores it.
+    pub(super) fn stream_back_pressure(&mut self, id: u64) {
+        let Some(inf) = self.inflight.get(&id) else {
+            self.paused_streams.remove(&id);
+            return;
+        };
+        let (Some(key), Some(worker)) = (inf.conn, inf.worker) else { return };
+        let Some(conn) = self.conns.get(key) else { return };
+        let buffered = conn.buffered_for(id);
+        let paused = self.paused_streams.contains(&id);
+        let change = if !paused && buffered > super::connection::FLOW_PAUSE_AT {
+            self.paused_streams.insert(id);
+            true
+        } else if paused && buffered <= super::connection::FLOW_RESUME_AT {
+            self.paused_streams.remove(&id);
+            false
+        } else {
+            return;
+        };
+        debug!(
+            "request {id}: {} buffered for a slow client: stream {}",
+            buffered,
+            if change { "paused" } else { "resumed" }
+        );
+        self.send_flow(worker, id, change);
     }
 
     pub(super) fn end_stream(&mut self, id: u64, now: Instant) {

@@ -508,6 +508,16 @@ impl Dispatcher {
         self.flush_worker(key);
     }
 
+    /// FLOW for one of the worker's streams.
+    pub(super) fn send_flow(&mut self, key: usize, id: u64, paused: bool) {
+        let Some(w) = self.workers.get_mut(key) else { return };
+        if !w.streams.contains(&id) || matches!(w.state, ProcState::Dead { .. }) {
+            return;
+        }
+        ipc::encode_json(&mut w.tx_buf, FrameType::Flow, id, &ipc::FlowMeta { paused }, &[]);
+        self.flush_worker(key);
+    }
+
     /// Captured stdout/stderr: log complete lines under the worker's name.
     pub(super) fn read_worker_output(&mut self, key: usize, is_stderr: bool) {
         let Some(w) = self.workers.get_mut(key) else { return };
