@@ -104,7 +104,7 @@ impl ChunkedDecoder {
         const BAD_SIZE: HttpError = HttpError::bad_request("malformed chunk size");
         const BAD_FRAMING: HttpError = HttpError::bad_request("malformed chunked framing");
         match self.state {
-            State::Size => match hex_value(b) {
+            State::Size => match super::hex_digit(b) {
                 Some(v) => {
                     if self.digits == MAX_SIZE_DIGITS {
                         return Err(BAD_SIZE);
@@ -213,15 +213,6 @@ impl ChunkedDecoder {
             return Err(HttpError::new(431, "chunked trailers too large"));
         }
         Ok(())
-    }
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

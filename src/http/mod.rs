@@ -87,6 +87,16 @@ fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The value of one hex digit (either case), for percent-escapes and chunk sizes.
+pub fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// Percent-decode a path. `Err` on a `%` not followed by two hex digits. `+` stays `+`.
 #[allow(clippy::result_unit_err)] // contract signature; the only failure is "malformed escape"
 pub fn percent_decode(s: &str) -> Result<Vec<u8>, ()> {
@@ -95,9 +105,9 @@ pub fn percent_decode(s: &str) -> Result<Vec<u8>, ()> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hi = bytes.get(i + 1).and_then(|&b| (b as char).to_digit(16)).ok_or(())?;
-            let lo = bytes.get(i + 2).and_then(|&b| (b as char).to_digit(16)).ok_or(())?;
-            out.push((hi * 16 + lo) as u8);
+            let hi = bytes.get(i + 1).and_then(|&b| hex_digit(b)).ok_or(())?;
+            let lo = bytes.get(i + 2).and_then(|&b| hex_digit(b)).ok_or(())?;
+            out.push(hi * 16 + lo);
             i += 3;
         } else {
             out.push(bytes[i]);

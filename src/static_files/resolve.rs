@@ -130,8 +130,8 @@ fn decode_segment(seg: &str) -> Result<String, ResolveError> {
     let mut i = 0;
     while i < bytes.len() {
         let b = if bytes[i] == b'%' {
-            let hi = bytes.get(i + 1).and_then(|c| hex(*c));
-            let lo = bytes.get(i + 2).and_then(|c| hex(*c));
+            let hi = bytes.get(i + 1).and_then(|c| crate::http::hex_digit(*c));
+            let lo = bytes.get(i + 2).and_then(|c| crate::http::hex_digit(*c));
             let (Some(hi), Some(lo)) = (hi, lo) else {
                 return Err(ResolveError::BadEscape { segment: owned() });
             };
@@ -159,15 +159,6 @@ fn decode_segment(seg: &str) -> Result<String, ResolveError> {
         return Err(ResolveError::Hidden { segment: owned() });
     }
     Ok(name)
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Joins decoded names under `root`. Names are plain entries (checked by
