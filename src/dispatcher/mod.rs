@@ -92,7 +92,8 @@ struct Inflight {
     streaming: bool,
     keep_alive: bool,
     head_only: bool,
-    http10: bool,
+    /// The client's HTTP version (1.0 clients get close-delimited streams).
+    version: crate::http::Version,
     x_request_id: String,
     access: requests::AccessInfo,
 }

@@ -9,7 +9,7 @@ use log::{debug, info, warn};
 use super::connection::{Slot, StreamFraming};
 use super::{Dispatcher, Inflight};
 use crate::auth::AuthDecision;
-use crate::config::SyncKind;
+use crate::config::{AccessLog, SyncKind};
 use crate::http::{self, BodyFraming, ReadEvent, Request, Version};
 use crate::ipc::{self, FrameType, RequestMeta};
 use crate::static_files::{self, StaticBody, StaticOutcome};
@@ -27,14 +27,17 @@ pub struct AccessInfo {
 }
 
 impl AccessInfo {
-    fn of(req: &Request, remote: &str, now: Instant) -> AccessInfo {
+    /// `logged`: the access log is on. Referer and user agent serve only it; method and
+    /// target also name a dead worker's victims, so they are always kept.
+    fn of(req: &Request, remote: &str, now: Instant, logged: bool) -> AccessInfo {
+        let header = |name| if logged { req.header(name).unwrap_or("-").to_string() } else { String::new() };
         AccessInfo {
             remote: remote.to_string(),
             method: req.method.clone(),
             target: req.target.clone(),
             version: req.version.as_str(),
-            referer: req.header("referer").unwrap_or("-").to_string(),
-            user_agent: req.header("user-agent").unwrap_or("-").to_string(),
+            referer: header("referer"),
+            user_agent: header("user-agent"),
             started: Some(now),
         }
     }
@@ -90,7 +93,12 @@ impl Dispatcher {
                             head_only: req.is_head(),
                             keep_alive: false,
                             x_request_id: http::request_id(&req),
-                            access: AccessInfo::of(&req, &self.conns[key].peer_ip, now),
+                            access: AccessInfo::of(
+                                &req,
+                                &self.conns[key].peer_ip,
+                                now,
+                                self.config.server.access_log != AccessLog::Off,
+                            ),
                         };
                         self.reply_json(&to, status, &body);
                         if let Some(conn) = self.conns.get_mut(key) {
@@ -171,7 +179,12 @@ impl Dispatcher {
             head_only: req.is_head(),
             keep_alive: req.keep_alive && !draining,
             x_request_id: http::request_id(&req),
-            access: AccessInfo::of(&req, &self.conns[key].peer_ip, now),
+            access: AccessInfo::of(
+                &req,
+                &self.conns[key].peer_ip,
+                now,
+                self.config.server.access_log != AccessLog::Off,
+            ),
         };
         match self.route(&req) {
             Route::Static(resp) => self.reply_static(&to, resp),
@@ -246,7 +259,7 @@ impl Dispatcher {
                 streaming: false,
                 keep_alive: to.keep_alive,
                 head_only: to.head_only,
-                http10: to.version == Version::Http10,
+                version: to.version,
                 x_request_id: to.x_request_id,
                 access: to.access,
             },
@@ -366,7 +379,7 @@ impl Dispatcher {
         headers.push(("x-request-id".into(), inf.x_request_id.clone()));
         let Some(conn) = self.conns.get_mut(key) else { return };
         let Some(slot) = conn.slot_mut(id) else { return };
-        let version = if inf.http10 { Version::Http10 } else { Version::Http11 };
+        let version = inf.version;
         // A worker that handles HEAD itself (a WSGI app) sends no body but the length the
         // GET body would have; content-length: 0 would be a lie (RFC 9110 §8.6).
         let head_length = if inf.head_only && body.is_empty() { worker_content_length(&headers) } else { None };
@@ -389,12 +402,12 @@ impl Dispatcher {
         let Some(key) = inf.conn else { return };
         let mut headers = headers;
         headers.push(("x-request-id".into(), inf.x_request_id.clone()));
-        let (framing, stream, keep_alive) = if inf.http10 {
+        let (framing, stream, keep_alive) = if inf.version == Version::Http10 {
             (BodyFraming::CloseDelimited, StreamFraming::CloseDelimited, false)
         } else {
             (BodyFraming::Chunked, StreamFraming::Chunked, inf.keep_alive)
         };
-        let version = if inf.http10 { Version::Http10 } else { Version::Http11 };
+        let version = inf.version;
         let head_only = inf.head_only;
         let access = inf.access.clone();
         self.log_access(&access, status, 0);
@@ -503,15 +516,7 @@ impl Dispatcher {
         } else {
             let (mut headers, body) = http::json_error(status, message);
             headers.push(("x-request-id".into(), inf.x_request_id.clone()));
-            http::encode_response(
-                if inf.http10 { Version::Http10 } else { Version::Http11 },
-                status,
-                &headers,
-                &body,
-                inf.keep_alive,
-                inf.head_only,
-                &mut slot.buf,
-            );
+            http::encode_response(inf.version, status, &headers, &body, inf.keep_alive, inf.head_only, &mut slot.buf);
             slot.done = true;
             slot.close_after = !inf.keep_alive;
             self.log_access(&inf.access, status, body.len() as u64);
@@ -597,7 +602,7 @@ impl Dispatcher {
                 streaming: false,
                 keep_alive: false,
                 head_only: false,
-                http10: false,
+                version: Version::Http11,
                 x_request_id: String::new(),
                 access: AccessInfo::default(),
             },
