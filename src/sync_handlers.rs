@@ -47,7 +47,11 @@ pub struct ServerStatus {
 pub struct PoolStatus {
     pub name: String,
     pub degraded: bool,
+    /// Whether `ready` waits for this pool.
+    pub readiness: bool,
     pub workers_alive: usize,
+    /// Workers that said HELLO and are not stopping: the ones that take requests.
+    pub workers_ready: usize,
     pub workers_parked: usize,
     pub workers_configured: usize,
     pub queue_depth: usize,
@@ -68,20 +72,55 @@ pub struct WorkerStatus {
     pub credits: u32,
 }
 
-/// `health`: 200 when every pool is healthy, 503 while any is degraded.
-pub fn health(s: &ServerStatus) -> SyncResponse {
-    let degraded: Vec<&str> = s.pools.iter().filter(|p| p.degraded).map(|p| p.name.as_str()).collect();
-    let pools: serde_json::Map<String, serde_json::Value> = s
-        .pools
-        .iter()
-        .map(|p| (p.name.clone(), serde_json::Value::from(if p.degraded { "degraded" } else { "ok" })))
-        .collect();
-    if degraded.is_empty() && !s.draining {
-        SyncResponse::json(200, &serde_json::json!({"status": "ok", "pools": pools}))
+/// A pool as `health` and `ready` see it.
+fn pool_state(p: &PoolStatus) -> &'static str {
+    if p.degraded {
+        "degraded"
+    } else if p.workers_ready > 0 {
+        "ok"
     } else {
-        let status = if s.draining { "draining" } else { "degraded" };
-        SyncResponse::json(503, &serde_json::json!({"status": status, "pools": pools}))
+        "unavailable"
     }
+}
+
+/// `health`: each pool as it is: "ok" only with a ready worker, else "unavailable" or
+/// "degraded". 200 while any pool serves (status "ok", or "partial" when some do not);
+/// 503 when no pool can serve, or while draining.
+pub fn health(s: &ServerStatus) -> SyncResponse {
+    let pools: serde_json::Map<String, serde_json::Value> =
+        s.pools.iter().map(|p| (p.name.clone(), serde_json::Value::from(pool_state(p)))).collect();
+    let serving = s.pools.iter().filter(|p| pool_state(p) == "ok").count();
+    let (code, status) = if s.draining {
+        (503, "draining")
+    } else if serving == s.pools.len() {
+        (200, "ok")
+    } else if serving > 0 {
+        (200, "partial")
+    } else {
+        (503, "unavailable")
+    };
+    SyncResponse::json(code, &serde_json::json!({"status": status, "pools": pools}))
+}
+
+/// `ready` (for load balancers and Kubernetes readiness probes): 503 while draining, or
+/// while a pool that counts for readiness (`readiness = true`, the default) has no ready
+/// worker; else 200.
+pub fn ready(s: &ServerStatus) -> SyncResponse {
+    let waiting: Vec<&str> =
+        s.pools.iter().filter(|p| p.readiness && pool_state(p) != "ok").map(|p| p.name.as_str()).collect();
+    if s.draining {
+        SyncResponse::json(503, &serde_json::json!({"status": "draining"}))
+    } else if waiting.is_empty() {
+        SyncResponse::json(200, &serde_json::json!({"status": "ready"}))
+    } else {
+        SyncResponse::json(503, &serde_json::json!({"status": "not ready", "pools": waiting}))
+    }
+}
+
+/// `live` (liveness probes): 200 whenever the loop answers, draining included; a
+/// liveness failure should mean "restart me", which a draining server is not.
+pub fn live(s: &ServerStatus) -> SyncResponse {
+    SyncResponse::json(200, &serde_json::json!({"status": "alive", "draining": s.draining}))
 }
 
 /// `status`: the whole snapshot as JSON.

@@ -435,9 +435,11 @@ max_restarts = 2
 restart_window = 60
 "#,
     );
-    let degraded = poll(Duration::from_secs(20), || (get(&s.addr, "/health").status == 503).then_some(()));
+    let degraded = poll(Duration::from_secs(20), || (pool_status(&s, "crash")["degraded"] == true).then_some(()));
     assert!(degraded.is_some(), "pool never degraded; log:\n{}", s.log());
-    assert_eq!(pool_status(&s, "crash")["degraded"], true);
+    let h = get(&s.addr, "/health");
+    assert_eq!(h.status, 503, "{}", h.text());
+    assert_eq!(h.json()["pools"]["crash"], "degraded", "{}", h.text());
     let r = get(&s.addr, "/never");
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.header("retry-after").is_none(), "degraded 503 must not carry Retry-After: {:?}", r.headers);
@@ -445,6 +447,12 @@ restart_window = 60
     assert!(log.contains("CRITICAL"), "no CRITICAL line:\n{log}");
     assert!(log.contains("Traceback"), "no traceback:\n{log}");
     assert!(log.contains("ValueError: fixture setup marker"), "no exception line:\n{log}");
+    // A crash loop is told once in full, then one line per repeat, and the degrade line
+    // names its cause.
+    assert_eq!(log.matches("Traceback").count(), 1, "traceback repeated:\n{log}");
+    assert!(log.contains("exited before it was ready"), "{log}");
+    assert!(log.contains("same error as before"), "{log}");
+    assert!(log.contains("degraded") && log.contains("cause: ValueError: fixture setup marker"), "{log}");
 }
 
 #[test]

@@ -76,7 +76,10 @@ fn pool_without_live_worker_is_503_with_retry_after() {
     let p = pool_status(&s);
     assert_eq!(p["degraded"], false, "{p}");
     assert!(p["restarts_total"].as_u64().unwrap() >= 2, "{p}");
-    assert_eq!(get(&s.addr, "/health").status, 200);
+    // Health tells the truth: a pool with no ready worker is not "ok".
+    let h = get(&s.addr, "/health");
+    assert_eq!(h.status, 503, "{}", h.text());
+    assert_eq!(h.json()["pools"]["chaos"], "unavailable", "{}", h.text());
     assert!(
         poll(Duration::from_secs(5), || zombies_of(s.pid).is_empty().then_some(())).is_some(),
         "zombies: {:?}",

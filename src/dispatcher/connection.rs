@@ -1,37 +1,38 @@
-//! One client connection: its socket, request reader, and the in-order response slots
-//! that make pipelining work.
+//! One client connection: its socket, its request reader with the clocks that bound it,
+//! and the in-order response slots that make pipelining work.
 //!
-//! Every parsed request gets a [`Slot`] at the back of `slots`. Responses may complete
-//! out of order (a static file now, a worker reply later), but bytes leave only from the
-//! front slot, so clients always see responses in request order.
+//! State is two enums, as in hyper's h1 `Conn`: [`Reading`] says what the client owes us
+//! (and by when), [`Writing`] what we owe the client. Every parsed request gets a [`Slot`]
+//! at the back of `slots`. Responses may complete out of order (a static file now, a
+//! worker reply later), but bytes leave only from the front slot, so clients always see
+//! responses in request order.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::config::Limits;
-use crate::http::RequestReader;
+use super::keys::ReqId;
+use super::timers::Armed;
+use crate::config::{Limits, ServerConfig};
+use crate::http::{Phase, RequestReader};
 
 /// Bytes read from a file per turn when streaming it; also the socket read size.
 pub const IO_CHUNK: usize = 64 * 1024;
 /// Most unanswered pipelined requests per connection before we stop reading.
 pub const MAX_PIPELINE: usize = 32;
-/// Output buffered for a connection before we stop reading from it.
-pub const MAX_BUFFERED_OUT: usize = 1 << 20;
-/// Most bytes read from one socket before the reader parses them.
+/// Most bytes read from one socket per turn: the reader only enforces its limits when
+/// polled, and other connections get their turn.
 pub const READ_BUDGET: usize = 256 * 1024;
 /// Bytes buffered for a stream's client at which its worker is asked to pause (FLOW)...
 pub const FLOW_PAUSE_AT: usize = 1 << 20;
 /// ...and at which it is asked to resume.
 pub const FLOW_RESUME_AT: usize = 256 * 1024;
-/// Most bytes a stream may buffer for a slow client before it is cut.
-pub const MAX_STREAM_BUFFER: usize = 8 << 20;
 
 /// A client socket, TCP or Unix.
 #[derive(Debug)]
@@ -82,6 +83,45 @@ impl Source for Stream {
     }
 }
 
+/// What the client owes us, and the clock that bounds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Between requests (keep-alive): closed after `keepalive_timeout` once every
+    /// response is written.
+    Idle { since: Instant },
+    /// A request head is arriving: complete by `started + header_timeout`. The clock
+    /// starts with the first byte of a head, pipelined leftovers included.
+    Head { started: Instant },
+    /// A request body is arriving: no gap over `body_timeout`, and on average at least
+    /// `body_min_rate` bytes a second after a first `body_timeout` of grace.
+    Body { started: Instant, last: Instant, received: u64 },
+    /// The peer closed its sending side.
+    PeerClosed,
+    /// No further request will be read: the last answer closes the connection.
+    Done,
+}
+
+/// What we owe the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writing {
+    /// Nothing waits on the socket.
+    Ready,
+    /// The socket is full since `since` (no progress): cut after `write_timeout`.
+    Blocked { since: Instant },
+}
+
+/// What the socket may still hold for us (sozu's readiness: with edge-triggered epoll the
+/// connection, not the kernel, remembers that it is still readable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketRead {
+    /// A read came back short or WouldBlock: a new edge comes with new bytes.
+    Drained,
+    /// We stopped before draining (budget, back-pressure): read again when allowed.
+    Pending,
+    /// epoll saw the peer's half-close: read to EOF, never stop at a short read.
+    HangUp,
+}
+
 /// A file still to be sent for a slot.
 #[derive(Debug)]
 pub struct FileBody {
@@ -90,7 +130,14 @@ pub struct FileBody {
     pub remaining: u64,
 }
 
-/// What a streamed response still needs at its end.
+/// What happens once `out` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterOut {
+    KeepOpen,
+    Close,
+}
+
+/// How a streamed response is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamFraming {
     /// HTTP/1.1: chunked, ends with the last chunk.
@@ -99,27 +146,40 @@ pub enum StreamFraming {
     CloseDelimited,
 }
 
+/// How far a slot's response is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Waiting for a worker's answer.
+    Waiting,
+    /// A worker streams it: chunks are appended as they come.
+    Streaming(StreamFraming),
+    /// Nothing more will be added: pop once `buf` and `file` are written.
+    Done,
+}
+
 /// One response position in the pipeline.
 #[derive(Debug)]
 pub struct Slot {
-    /// Request id when the response comes from a pool; 0 for answers made here.
-    pub req_id: u64,
+    /// The pool request answering here; `None` for answers made by the dispatcher.
+    pub req: Option<ReqId>,
     /// Bytes ready to be written once this slot is at the front.
     pub buf: Vec<u8>,
     pub file: Option<FileBody>,
-    /// Nothing more will be added: pop once `buf` and `file` are written.
-    pub done: bool,
+    pub fill: Fill,
     /// Close the connection after this response.
     pub close_after: bool,
-    /// Set while a worker streams this response.
-    pub stream: Option<StreamFraming>,
     /// HEAD request: the head is sent, never a body.
     pub head_only: bool,
 }
 
 impl Slot {
-    pub fn pending(req_id: u64, head_only: bool) -> Slot {
-        Slot { req_id, buf: Vec::new(), file: None, done: false, close_after: false, stream: None, head_only }
+    pub fn pending(req: ReqId, head_only: bool) -> Slot {
+        Slot { req: Some(req), buf: Vec::new(), file: None, fill: Fill::Waiting, close_after: false, head_only }
+    }
+
+    /// A complete answer made here.
+    pub fn done(buf: Vec<u8>, close_after: bool) -> Slot {
+        Slot { req: None, buf, file: None, fill: Fill::Done, close_after, head_only: false }
     }
 }
 
@@ -134,137 +194,292 @@ pub enum Flush {
     Close,
 }
 
+/// What a connection's nearest deadline does when it passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Idle keep-alive over, or the client stopped reading: close without a word.
+    Close,
+    /// The client was too slow sending a request: 408, then close.
+    RequestTimeout,
+}
+
+/// The clocks a connection is held to, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
+    pub keepalive: Duration,
+    pub header: Duration,
+    pub body: Duration,
+    pub body_min_rate: u64,
+    pub write: Duration,
+}
+
+impl Clocks {
+    pub fn of(s: &ServerConfig) -> Clocks {
+        Clocks {
+            keepalive: s.keepalive_timeout,
+            header: s.header_timeout,
+            body: s.body_timeout,
+            body_min_rate: super::tuning::body_min_rate(s),
+            write: s.write_timeout,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Conn {
+    /// Unique for the life of the process (slab keys are reused): timers carry it.
+    pub serial: u64,
     pub stream: Stream,
     pub peer_ip: String,
     pub peer_port: u16,
     pub reader: RequestReader,
+    pub reading: Reading,
+    pub writing: Writing,
+    pub socket: SocketRead,
     pub slots: VecDeque<Slot>,
     out: Vec<u8>,
     out_pos: usize,
-    /// The socket may have more to read (we stopped early for back-pressure).
-    pub read_pending: bool,
-    /// The peer closed its sending side.
-    pub peer_closed: bool,
-    /// Set when no further request will be read (close after the last slot).
-    pub no_more_requests: bool,
-    /// A response that closes the connection is in `out`: close once it is written.
-    close_when_flushed: bool,
-    /// epoll reported the peer's half-close: read until EOF, never stop at a short read.
-    pub hangup_seen: bool,
-    pub last_read: Instant,
+    /// Set while reading is held back by us (pipeline depth, unsent output): the client's
+    /// clocks stop, since it is waiting for us.
+    paused_since: Option<Instant>,
+    /// Auth, route and budget were decided for the head whose body is arriving.
+    pub head_checked: bool,
+    /// A response that closes the connection went into `out`: nothing more is gathered,
+    /// and the connection closes once `out` is written.
+    then: AfterOut,
     pub last_write: Instant,
-    /// When the first byte of the request head now being read arrived.
-    pub head_started: Option<Instant>,
     pub interest: Interest,
+    pub armed: Armed,
+    /// Bytes this connection holds in the global budget, as last accounted.
+    pub held: u64,
 }
 
 impl Conn {
-    pub fn new(stream: Stream, peer_ip: String, peer_port: u16, limits: Limits, now: Instant) -> Conn {
+    pub fn new(serial: u64, stream: Stream, peer_ip: String, peer_port: u16, limits: Limits, now: Instant) -> Conn {
         Conn {
+            serial,
             stream,
             peer_ip,
             peer_port,
             reader: RequestReader::new(limits),
+            reading: Reading::Idle { since: now },
+            writing: Writing::Ready,
+            socket: SocketRead::Pending,
             slots: VecDeque::new(),
             out: Vec::new(),
             out_pos: 0,
-            read_pending: true,
-            peer_closed: false,
-            no_more_requests: false,
-            close_when_flushed: false,
-            hangup_seen: false,
-            last_read: now,
+            paused_since: None,
+            head_checked: false,
+            then: AfterOut::KeepOpen,
             last_write: now,
-            head_started: None,
             interest: Interest::READABLE,
+            armed: Armed::default(),
+            held: 0,
         }
     }
 
-    /// Whether we should read more requests now (back-pressure on pipelining and output).
-    pub fn wants_read(&self) -> bool {
-        !self.no_more_requests
-            && !self.peer_closed
-            && self.slots.len() < MAX_PIPELINE
-            && self.out.len() - self.out_pos < MAX_BUFFERED_OUT
+    /// Whether more requests may come on this connection.
+    pub fn open_for_requests(&self) -> bool {
+        matches!(self.reading, Reading::Idle { .. } | Reading::Head { .. } | Reading::Body { .. })
     }
 
-    /// Read until WouldBlock or back-pressure; bytes go into the request reader.
+    /// Whether we read from the socket now: not after the last request, and not while
+    /// the client has `MAX_PIPELINE` answers pending or `cap` unsent bytes (it must read
+    /// before it may send more).
+    pub fn wants_read(&self, cap: usize) -> bool {
+        self.open_for_requests() && self.slots.len() < MAX_PIPELINE && self.unsent() < cap
+    }
+
+    /// Record whether reading is held back by us, stopping or restarting the clocks.
+    pub fn set_paused(&mut self, paused: bool, now: Instant) {
+        match (paused, self.paused_since) {
+            (true, None) => self.paused_since = Some(now),
+            (false, Some(since)) => {
+                self.paused_since = None;
+                // The time we made the client wait does not count against it.
+                let waited = now.saturating_duration_since(since);
+                match &mut self.reading {
+                    Reading::Head { started } => *started += waited,
+                    Reading::Body { started, last, .. } => {
+                        *started += waited;
+                        *last = now;
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Read until WouldBlock or the budget; bytes go into the request reader.
     /// Returns false when the connection failed and must be dropped.
     pub fn read_available(&mut self, scratch: &mut [u8], now: Instant) -> bool {
-        // Parse between reads: the reader only enforces its limits when polled, so bytes
-        // read in one go are bounded here.
         let mut budget = READ_BUDGET;
-        while self.wants_read() && budget > 0 {
+        while budget > 0 {
             match self.stream.read(scratch) {
                 Ok(0) => {
-                    self.peer_closed = true;
-                    self.read_pending = false;
+                    self.socket = SocketRead::Drained;
+                    self.reading = Reading::PeerClosed;
                     return true;
                 }
                 Ok(n) => {
-                    if self.head_started.is_none() && matches!(self.reader.phase(), crate::http::Phase::Idle) {
-                        self.head_started = Some(now);
-                    }
                     self.reader.push(&scratch[..n]);
-                    self.last_read = now;
                     budget = budget.saturating_sub(n);
-                    if n < scratch.len() && !self.hangup_seen {
-                        // A short read drained the socket: with edge-triggered epoll, more
-                        // data arriving later raises a new event, so skip the read that
-                        // would only say WouldBlock.
-                        self.read_pending = false;
+                    match &mut self.reading {
+                        Reading::Idle { .. } => self.reading = Reading::Head { started: now },
+                        Reading::Body { last, received, .. } => {
+                            *last = now;
+                            *received += n as u64;
+                        }
+                        _ => {}
+                    }
+                    if n < scratch.len() && self.socket != SocketRead::HangUp {
+                        // A short read drained the socket: a later write raises a new
+                        // edge, so skip the read that would only say WouldBlock.
+                        self.socket = SocketRead::Drained;
                         return true;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.read_pending = false;
+                    self.socket = SocketRead::Drained;
                     return true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
             }
         }
-        // Stopped for back-pressure: there may be more to read later.
-        self.read_pending = true;
+        if self.socket != SocketRead::HangUp {
+            self.socket = SocketRead::Pending;
+        }
         true
     }
 
-    /// Find the slot of a pool request.
-    pub fn slot_mut(&mut self, req_id: u64) -> Option<&mut Slot> {
-        self.slots.iter_mut().find(|s| s.req_id == req_id && req_id != 0)
+    /// After parsing: align the clocks with where the reader is. `completed`: a request
+    /// was taken out, so a head now in progress is a new one (its clock starts now).
+    pub fn sync_reading(&mut self, completed: bool, now: Instant) {
+        if !self.open_for_requests() {
+            return;
+        }
+        let phase = self.reader.phase();
+        self.reading = match (self.reading, phase) {
+            (Reading::Idle { since }, Phase::Idle) => Reading::Idle { since },
+            (_, Phase::Idle) => Reading::Idle { since: now },
+            (Reading::Head { started }, Phase::Head) if !completed => Reading::Head { started },
+            (_, Phase::Head) => Reading::Head { started: now },
+            (r @ Reading::Body { .. }, Phase::Body) if !completed => r,
+            (_, Phase::Body) => {
+                self.head_checked = false;
+                Reading::Body { started: now, last: now, received: self.reader.body_received() }
+            }
+        };
+        if phase != Phase::Body {
+            self.head_checked = false;
+        }
     }
 
-    /// Bytes buffered for a slot (to cap streams to slow clients).
-    pub fn buffered_for(&self, req_id: u64) -> usize {
-        let front = self.slots.front().is_some_and(|s| s.req_id == req_id);
-        let own = self.slots.iter().find(|s| s.req_id == req_id).map_or(0, |s| s.buf.len());
+    /// The nearest deadline and what it does. Clocks that measure the client stop while
+    /// we hold it back (`paused_since`).
+    pub fn deadline(&self, c: &Clocks) -> Option<(Instant, Expiry)> {
+        let write = match self.writing {
+            Writing::Blocked { since } => Some((since + c.write, Expiry::Close)),
+            Writing::Ready => None,
+        };
+        let read = if self.paused_since.is_some() {
+            None
+        } else {
+            match self.reading {
+                Reading::Idle { since } if self.slots.is_empty() && self.unsent() == 0 => {
+                    Some((since.max(self.last_write) + c.keepalive, Expiry::Close))
+                }
+                Reading::Head { started } => Some((started + c.header, Expiry::RequestTimeout)),
+                Reading::Body { started, last, received } => {
+                    let gap = last + c.body;
+                    let by_rate = match c.body_min_rate {
+                        0 => gap,
+                        rate => started + c.body + Duration::from_secs_f64(received as f64 / rate as f64),
+                    };
+                    Some((gap.min(by_rate), Expiry::RequestTimeout))
+                }
+                _ => None,
+            }
+        };
+        match (read, write) {
+            (Some(r), Some(w)) => Some(if w.0 < r.0 { w } else { r }),
+            (r, w) => r.or(w),
+        }
+    }
+
+    /// Find the slot of a pool request.
+    pub fn slot_mut(&mut self, req: ReqId) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| s.req == Some(req))
+    }
+
+    /// Bytes buffered for one request's response (to pause or cut slow streams).
+    pub fn buffered_for(&self, req: ReqId) -> usize {
+        let front = self.slots.front().is_some_and(|s| s.req == Some(req));
+        let own = self.slots.iter().find(|s| s.req == Some(req)).map_or(0, |s| s.buf.len());
         if front { own + self.out.len() - self.out_pos } else { own }
+    }
+
+    /// Response bytes waiting for the client, in `out` and in the slots.
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.out_pos + self.slots.iter().map(|s| s.buf.len()).sum::<usize>()
+    }
+
+    /// Bytes this connection makes the dispatcher hold: unsent responses, unparsed input,
+    /// and the body being received (a declared Content-Length counts in full from the
+    /// head on, so a slow upload is paid for before it arrives).
+    pub fn memory(&self) -> u64 {
+        self.unsent() as u64 + self.reader.buffered() as u64 + self.reader.body_reserved()
+    }
+
+    /// Whether output is waiting on the socket.
+    pub fn has_unsent_output(&self) -> bool {
+        self.out_pos < self.out.len()
+    }
+
+    /// Whether every answer is written and no request can come: close.
+    pub fn finished(&self) -> bool {
+        self.slots.is_empty() && !self.has_unsent_output() && !self.open_for_requests()
+    }
+
+    /// Stop reading requests: the answers already pending are the last ones.
+    pub fn no_more_requests(&mut self) {
+        if self.open_for_requests() {
+            self.reading = Reading::Done;
+        }
     }
 
     /// Write what is ready, front slot first.
     pub fn flush(&mut self, now: Instant) -> Flush {
         loop {
-            if let Some(flush) = self.gather() {
-                return flush;
-            }
+            let closing = match self.gather() {
+                Ok(closing) => closing,
+                Err(()) => return Flush::Close,
+            };
             if self.out_pos >= self.out.len() {
                 self.out.clear();
                 self.out_pos = 0;
-                return if self.close_when_flushed { Flush::Close } else { Flush::Idle };
+                self.writing = Writing::Ready;
+                return if closing { Flush::Close } else { Flush::Idle };
             }
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Flush::Close,
                 Ok(n) => {
                     self.out_pos += n;
                     self.last_write = now;
+                    self.writing = Writing::Ready;
                     if self.out_pos == self.out.len() {
                         self.out.clear();
                         self.out_pos = 0;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.writing == Writing::Ready {
+                        self.writing = Writing::Blocked { since: now };
+                    }
+                    return Flush::Blocked;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Flush::Close,
             }
@@ -272,10 +487,11 @@ impl Conn {
     }
 
     /// Move what is ready into `out`, front slot first, up to about one chunk: a head and
-    /// its body, and pipelined responses, then leave in one write. `Some` = close now (a
-    /// file under a response shrank, so its framing can no longer be kept).
-    fn gather(&mut self) -> Option<Flush> {
-        while !self.close_when_flushed && self.out.len() - self.out_pos < IO_CHUNK {
+    /// its body, and pipelined responses, then leave in one write. `Ok(true)`: a response
+    /// that closes the connection is in `out` (nothing after it is sent). `Err`: a file
+    /// under a response shrank, so its framing can no longer be kept: close now.
+    fn gather(&mut self) -> Result<bool, ()> {
+        while self.then == AfterOut::KeepOpen && self.out.len() - self.out_pos < IO_CHUNK {
             let Some(front) = self.slots.front_mut() else { break };
             if !front.buf.is_empty() {
                 if self.out_pos == self.out.len() {
@@ -284,23 +500,23 @@ impl Conn {
                     std::mem::swap(&mut self.out, &mut front.buf);
                 } else {
                     self.out.extend_from_slice(&front.buf);
-                    front.buf.clear();
+                    front.buf = Vec::new();
                 }
                 continue;
             }
             if let Some(body) = front.file.as_mut() {
                 let start = self.out.len();
-                let want = (body.remaining as usize).min(IO_CHUNK);
+                let want = usize::try_from(body.remaining).unwrap_or(usize::MAX).min(IO_CHUNK);
                 self.out.resize(start + want, 0);
                 match body.file.read_at(&mut self.out[start..], body.offset) {
                     Ok(0) | Err(_) => {
                         self.out.truncate(start);
-                        return Some(Flush::Close);
+                        return Err(());
                     }
                     Ok(n) => {
                         self.out.truncate(start + n);
                         body.offset += n as u64;
-                        body.remaining -= n as u64;
+                        body.remaining = body.remaining.saturating_sub(n as u64);
                         if body.remaining == 0 {
                             front.file = None;
                         }
@@ -308,17 +524,18 @@ impl Conn {
                 }
                 continue;
             }
-            if !front.done {
+            if front.fill != Fill::Done {
                 break; // waiting for a worker
             }
-            self.close_when_flushed = front.close_after;
+            let close = front.close_after;
             self.slots.pop_front();
+            if close {
+                // Nothing after a closing answer is sent: later slots are dropped by the
+                // caller when it closes.
+                self.then = AfterOut::Close;
+                self.no_more_requests();
+            }
         }
-        None
-    }
-
-    /// Whether output is waiting on the socket.
-    pub fn has_unsent_output(&self) -> bool {
-        self.out_pos < self.out.len()
+        Ok(self.then == AfterOut::Close)
     }
 }

@@ -17,15 +17,16 @@ impl Dispatcher {
             .iter()
             .filter(|p| !p.retired)
             .map(|p| {
-                let workers: Vec<_> =
-                    p.slots.iter().filter_map(|s| s.worker).filter_map(|k| self.worker_status(k, now)).collect();
+                let workers: Vec<_> = p.workers().filter_map(|k| self.worker_status(k, now)).collect();
                 PoolStatus {
                     name: p.name().to_string(),
                     degraded: p.is_degraded(),
+                    readiness: super::tuning::readiness(&p.config),
                     workers_alive: workers.iter().filter(|w| w.alive).count(),
+                    workers_ready: p.workers().filter(|&k| self.worker_ready(k)).count(),
                     workers_parked: p.parked_count(),
                     workers_configured: p.slots.len(),
-                    queue_depth: p.queue.len(),
+                    queue_depth: p.queue_len(),
                     restarts_in_window: p.restarts_in_window(),
                     restarts_total: p.restarts_total,
                     workers,

@@ -1,25 +1,36 @@
 //! The dispatcher: one thread, one mio `Poll`, every socket and every worker pipe.
 //!
-//! The loop (see `Dispatcher::run`) waits for events, handles each by its token's kind
-//! (listener, client connection, worker pipe, signals), then runs the periodic duties in
-//! `tick`: timeouts of connections and requests, stuck workers, reaping, respawning, and
-//! pool health. Nothing in the loop blocks: sockets and pipes are non-blocking and files
-//! are streamed in chunks under write readiness.
+//! The loop (`Dispatcher::run`) has three steps per turn, and no step calls back into
+//! another:
 //!
-//! Split by concern: `connection` (one client socket and its pipelined response slots),
-//! `requests` (routing a parsed request to static files, sync handlers or a pool, and
-//! answering it), `workers` (worker processes: spawn, frames, death, supervision),
-//! `listeners` (binding). `LIFECYCLE.md` beside this file walks through a request and a
-//! worker's life by function name.
+//! 1. **Events.** Each event's handler changes only its own object (a connection reads
+//!    and parses, a worker pipe is read and its frames applied to requests) and records
+//!    what must follow in [`Dirty`]: connections to write, pools to pump, workers that
+//!    died. Every read has a byte budget, so no client and no worker holds the loop.
+//! 2. **Timers.** Deadlines live in one heap ([`timers`]); its nearest entry is the poll
+//!    timeout. A fired timer is checked against its owner's state before acting.
+//! 3. **Settle.** The loop applies the recorded outcomes: deaths (after reading the dead
+//!    worker's pipe to the end), pool pumps, connection writes, until nothing is left.
+//!
+//! Split by concern: `connection` (a client socket, its clocks and response slots),
+//! `requests` (routing and answering requests), `workers` (worker processes: spawn,
+//! frames, death, supervision), `output` (captured stdout/stderr), `reload`, `listeners`,
+//! `timers`, `budget` (the memory ceiling), `keys`. `LIFECYCLE.md` walks through a request
+//! and a worker's life by function name.
 
+mod budget;
 mod connection;
 mod handlers;
+mod keys;
 mod listeners;
+mod output;
 mod reload;
 mod requests;
+mod timers;
+mod tuning;
 mod workers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -34,17 +45,23 @@ use crate::extensions::Extensions;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 
+use budget::Budget;
 pub use connection::Conn;
+use connection::{Clocks, Expiry, Flush, SocketRead};
+pub use keys::{ConnKey, PoolId, ReqId, WorkerKey};
 use listeners::Listener;
 pub use requests::AccessInfo;
+pub use timers::Armed;
+use timers::{Timer, Timers};
 use workers::WorkerProc;
 
-/// How often periodic duties run at most; also the longest poll wait.
-const TICK: Duration = Duration::from_millis(50);
-/// After EMFILE/ENFILE on accept, wait this long before accepting again.
+/// After EMFILE/ENFILE on accept, or at `max_connections`, wait this long before
+/// accepting again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Read/parse/write rounds for one connection per event before others get their turn.
+/// Read/parse/write rounds for one connection per turn before others get theirs.
 const MAX_DRIVE_ROUNDS: usize = 16;
+/// Settle passes per turn; what is left waits for the next turn (poll timeout 0).
+const MAX_SETTLE_PASSES: usize = 8;
 
 /// Token layout: the low 3 bits say what the token is, the rest is a table key.
 const SIGNALS: Token = Token(0);
@@ -68,34 +85,81 @@ fn split_token(t: Token) -> (usize, usize) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
-    /// SIGTERM/SIGINT: no new connections, in-flight requests finish until the deadline.
+    /// SIGTERM/SIGINT: no new connections or requests, in-flight requests finish until
+    /// the deadline.
     Draining {
+        since: Instant,
         deadline: Instant,
     },
-    /// Done: the loop exits once workers are gone or the deadline passed.
+    /// Workers were told to stop (or killed): exit once they are reaped and every
+    /// answer is written, or at the deadline.
     Stopping {
+        since: Instant,
         deadline: Instant,
     },
+}
+
+/// Where a pool request is.
+#[derive(Debug)]
+enum ReqState {
+    /// In its pool's queue, with its encoded REQUEST frame.
+    Queued { frame: Vec<u8> },
+    /// Handed to a worker, no answer yet.
+    InWorker(WorkerKey),
+    /// The worker started a streamed answer.
+    Streaming(WorkerKey),
+}
+
+/// How to answer a request: the client's terms.
+#[derive(Debug, Clone)]
+struct ReplyTo {
+    version: crate::http::Version,
+    head_only: bool,
+    keep_alive: bool,
+    x_request_id: String,
+    access: AccessInfo,
 }
 
 /// A request the dispatcher handed (or will hand) to a pool.
 #[derive(Debug)]
 struct Inflight {
-    /// Connection key; `None` for a forwarded request whose answer is discarded.
-    conn: Option<usize>,
-    pool: usize,
-    /// Worker key once handed over.
-    worker: Option<usize>,
+    /// `None` for a forwarded request whose answer is discarded.
+    conn: Option<ConnKey>,
+    pool: PoolId,
     deadline: Instant,
-    /// The encoded REQUEST frame, until it is handed to a worker.
-    frame: Option<Vec<u8>>,
-    streaming: bool,
-    keep_alive: bool,
-    head_only: bool,
-    /// The client's HTTP version (1.0 clients get close-delimited streams).
-    version: crate::http::Version,
-    x_request_id: String,
-    access: requests::AccessInfo,
+    state: ReqState,
+    reply: ReplyTo,
+}
+
+impl Inflight {
+    fn worker(&self) -> Option<WorkerKey> {
+        match self.state {
+            ReqState::Queued { .. } => None,
+            ReqState::InWorker(w) | ReqState::Streaming(w) => Some(w),
+        }
+    }
+}
+
+/// Outcomes recorded by event handlers, applied by `settle` after the batch.
+#[derive(Debug, Default)]
+struct Dirty {
+    conns: Vec<ConnKey>,
+    pools: Vec<PoolId>,
+    dying: Vec<(WorkerKey, String)>,
+    /// Reply pipes with bytes left after their per-turn budget.
+    replies: Vec<WorkerKey>,
+    /// Output pipes with bytes left after their per-turn budget.
+    output: Vec<WorkerKey>,
+}
+
+impl Dirty {
+    fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+            && self.pools.is_empty()
+            && self.dying.is_empty()
+            && self.replies.is_empty()
+            && self.output.is_empty()
+    }
 }
 
 /// Error that stops the server from starting.
@@ -136,16 +200,19 @@ pub struct Dispatcher {
     pools: Vec<Pool>,
     workers: Slab<WorkerProc>,
     /// pid → worker key, for reaping.
-    pids: HashMap<i32, usize>,
-    inflight: HashMap<u64, Inflight>,
+    pids: HashMap<i32, WorkerKey>,
+    inflight: HashMap<ReqId, Inflight>,
     /// Streams whose worker was sent FLOW paused (slow client).
-    paused_streams: std::collections::HashSet<u64>,
+    paused_streams: HashSet<ReqId>,
     next_request_id: u64,
+    next_serial: u64,
     metrics: Metrics,
     phase: Phase,
-    last_tick: Instant,
     started: Instant,
     scratch: Vec<u8>,
+    timers: Timers,
+    budget: Budget,
+    dirty: Dirty,
 }
 
 impl Dispatcher {
@@ -175,6 +242,7 @@ impl Dispatcher {
         }
         let pools = config.pools.iter().cloned().map(Pool::new).collect();
         let now = Instant::now();
+        let budget = Budget::new(tuning::max_buffered_bytes(&config.server));
         let mut d = Dispatcher {
             config_path: reload::config_file(&config),
             config,
@@ -188,15 +256,18 @@ impl Dispatcher {
             workers: Slab::new(),
             pids: HashMap::new(),
             inflight: HashMap::new(),
-            paused_streams: std::collections::HashSet::new(),
+            paused_streams: HashSet::new(),
             next_request_id: 1,
+            next_serial: 1,
             metrics: Metrics::default(),
             phase: Phase::Running,
-            last_tick: now,
             started: now,
             scratch: vec![0; connection::IO_CHUNK],
+            timers: Timers::default(),
+            budget,
+            dirty: Dirty::default(),
         };
-        d.spawn_due_workers(now);
+        d.manage_pools(now);
         Ok(d)
     }
 
@@ -204,8 +275,9 @@ impl Dispatcher {
     pub fn run(&mut self) -> Result<(), RunError> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            let timeout =
+                if self.dirty.is_empty() { self.timers.timeout(Instant::now()) } else { Some(Duration::ZERO) };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -216,26 +288,19 @@ impl Dispatcher {
                 match (event.token(), tag) {
                     (SIGNALS, _) => self.handle_signals(),
                     (_, TAG_LISTENER) => self.accept_all(key),
-                    (_, TAG_CONN) => {
-                        if event.is_read_closed()
-                            && let Some(conn) = self.conns.get_mut(key)
-                        {
-                            conn.hangup_seen = true;
-                        }
-                        self.drive_conn(key)
-                    }
-                    (_, TAG_WORKER_REPLY) => self.read_worker_replies(key, event.is_read_closed()),
-                    (_, TAG_WORKER_REQUEST) => self.flush_worker(key),
-                    (_, TAG_WORKER_STDOUT) => self.read_worker_output(key, false),
-                    (_, TAG_WORKER_STDERR) => self.read_worker_output(key, true),
+                    (_, TAG_CONN) => self.conn_event(ConnKey(key), event.is_read_closed()),
+                    (_, TAG_WORKER_REPLY) => self.read_worker_replies(WorkerKey(key), event.is_read_closed()),
+                    (_, TAG_WORKER_REQUEST) => self.flush_worker(WorkerKey(key)),
+                    (_, TAG_WORKER_STDOUT) => self.read_worker_output(WorkerKey(key), output::Which::Stdout),
+                    (_, TAG_WORKER_STDERR) => self.read_worker_output(WorkerKey(key), output::Which::Stderr),
                     _ => {} // sporadic events for closed tokens happen
                 }
             }
             let now = Instant::now();
-            if now.duration_since(self.last_tick) >= TICK {
-                self.last_tick = now;
-                self.tick(now);
+            for timer in self.timers.expired(now) {
+                self.fire(timer, now);
             }
+            self.settle(now);
             if self.should_exit(now) {
                 self.finish_stop();
                 return Ok(());
@@ -243,8 +308,57 @@ impl Dispatcher {
         }
     }
 
-    fn poll_timeout(&self) -> Duration {
-        TICK.saturating_sub(self.last_tick.elapsed())
+    /// Apply the outcomes recorded during the batch. Each step may record more (a death
+    /// answers requests, whose connections then need a write); passes repeat until
+    /// nothing is left, at most `MAX_SETTLE_PASSES` (the rest waits one turn).
+    fn settle(&mut self, now: Instant) {
+        for _ in 0..MAX_SETTLE_PASSES {
+            if self.dirty.is_empty() {
+                break;
+            }
+            for (key, why) in std::mem::take(&mut self.dirty.dying) {
+                self.worker_died(key, &why, now);
+            }
+            let mut pools = std::mem::take(&mut self.dirty.pools);
+            pools.sort_unstable();
+            pools.dedup();
+            for p in pools {
+                self.pump_pool(p, now);
+            }
+            let mut conns = std::mem::take(&mut self.dirty.conns);
+            conns.sort_unstable();
+            conns.dedup();
+            for key in conns {
+                self.service_conn(key, now);
+            }
+            for key in std::mem::take(&mut self.dirty.replies) {
+                self.read_worker_replies(key, false);
+            }
+            for key in std::mem::take(&mut self.dirty.output) {
+                self.read_worker_output(key, output::Which::Stdout);
+                self.read_worker_output(key, output::Which::Stderr);
+            }
+        }
+        if let Phase::Draining { .. } = self.phase {
+            self.advance_shutdown(now);
+        }
+    }
+
+    fn fire(&mut self, timer: Timer, now: Instant) {
+        match timer {
+            Timer::Conn(key, serial) => self.conn_timer(key, serial, now),
+            Timer::Worker(key, serial) => self.worker_timer(key, serial, now),
+            Timer::Pool(p) => self.pool_timer(p, now),
+            Timer::Accept => {
+                if self.accept_paused_until.is_some_and(|t| t <= now) {
+                    self.accept_paused_until = None;
+                    for i in 0..self.listeners.len() {
+                        self.accept_all(i);
+                    }
+                }
+            }
+            Timer::Shutdown => self.advance_shutdown(now),
+        }
     }
 
     /// Signals arrive through signal-hook's self-pipe: drain first, then act.
@@ -253,8 +367,8 @@ impl Dispatcher {
         for sig in pending {
             match sig {
                 SIGCHLD => self.reap_workers(),
-                SIGTERM | SIGINT => self.begin_drain(),
-                SIGQUIT => self.fast_stop(),
+                SIGTERM | SIGINT => self.begin_drain(sig),
+                SIGQUIT => self.fast_stop("SIGQUIT"),
                 SIGHUP => self.reload(),
                 SIGUSR1 => info!("SIGUSR1: logs go to stderr; nothing to reopen"),
                 SIGTTIN => self.resize_pools(1),
@@ -271,20 +385,22 @@ impl Dispatcher {
         let now = Instant::now();
         loop {
             if self.conns.len() >= self.config.server.max_connections {
-                // Leave the rest in the kernel backlog; retried on the next tick.
-                self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                // Leave the rest in the kernel backlog; retried when the timer fires.
+                self.pause_accepting(now);
                 return;
             }
             let Some(listener) = self.listeners.get_mut(index) else { return };
             match listener.accept() {
                 Ok((stream, ip, port)) => {
                     let entry = self.conns.vacant_entry();
-                    let key = entry.key();
-                    let mut conn = Conn::new(stream, ip, port, self.config.server.limits, now);
+                    let key = ConnKey(entry.key());
+                    let serial = self.next_serial;
+                    self.next_serial += 1;
+                    let mut conn = Conn::new(serial, stream, ip, port, self.config.server.limits, now);
                     if self
                         .poll
                         .registry()
-                        .register(&mut conn.stream, token(TAG_CONN, key), Interest::READABLE)
+                        .register(&mut conn.stream, token(TAG_CONN, key.0), Interest::READABLE)
                         .is_err()
                     {
                         continue;
@@ -292,7 +408,7 @@ impl Dispatcher {
                     entry.insert(conn);
                     self.metrics.connections_total += 1;
                     // Edge-triggered: data may already be waiting.
-                    self.drive_conn(key);
+                    self.service_conn(key, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -300,62 +416,147 @@ impl Dispatcher {
                     // EMFILE/ENFILE and friends: back off instead of spinning on a
                     // listener that stays readable.
                     warn!("accept failed on {}: {e}; pausing accepts for {:?}", listener.describe(), ACCEPT_BACKOFF);
-                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    self.pause_accepting(now);
                     return;
                 }
             }
         }
     }
 
-    /// Read, parse, answer and write for one connection; close it when finished.
-    fn drive_conn(&mut self, key: usize) {
-        // Bounded so one client with a deep pipeline cannot hold the loop; what is left is
-        // picked up by `tick` (`read_pending`).
-        for _ in 0..MAX_DRIVE_ROUNDS {
-            let now = Instant::now();
-            let ok = match self.conns.get_mut(key) {
-                Some(conn) => conn.read_available(&mut self.scratch, now),
-                None => return,
-            };
-            if !ok {
-                self.close_conn(key);
-                return;
+    fn pause_accepting(&mut self, now: Instant) {
+        self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+        self.timers.arm(now + ACCEPT_BACKOFF, Timer::Accept);
+    }
+
+    /// Readiness on a client socket.
+    fn conn_event(&mut self, key: ConnKey, hangup: bool) {
+        let Some(conn) = self.conns.get_mut(key.0) else { return };
+        conn.socket = if hangup { SocketRead::HangUp } else { SocketRead::Pending };
+        self.service_conn(key, Instant::now());
+    }
+
+    /// Read, parse and answer what a connection allows, write what is ready, then set its
+    /// interest and clocks, or close it. Bounded: a deep pipeline gets `MAX_DRIVE_ROUNDS`
+    /// and the rest next turn.
+    fn service_conn(&mut self, key: ConnKey, now: Instant) {
+        let cap = tuning::max_connection_buffer(&self.config.server);
+        for round in 0..MAX_DRIVE_ROUNDS {
+            let Some(conn) = self.conns.get_mut(key.0) else { return };
+            let wants = conn.wants_read(cap);
+            conn.set_paused(!wants && conn.open_for_requests(), now);
+            if wants && conn.socket != SocketRead::Drained {
+                if !conn.read_available(&mut self.scratch, now) {
+                    return self.close_conn(key);
+                }
+                self.parse_requests(key, now);
+            } else if wants && conn.reader.buffered() > 0 && round == 0 {
+                // Pipelined bytes read earlier, held back until now.
+                self.parse_requests(key, now);
             }
-            self.parse_requests(key, now);
             if self.client_gone(key) {
-                self.close_conn(key);
-                return;
+                return self.close_conn(key);
             }
-            let more = self.write_conn(key, now);
+            let Some(conn) = self.conns.get_mut(key.0) else { return };
+            let before = conn.unsent();
+            let flush = conn.flush(now);
+            let close = match flush {
+                Flush::Close => true,
+                Flush::Blocked => false,
+                Flush::Idle => conn.finished(),
+            };
+            if close {
+                return self.close_conn(key);
+            }
+            let unsent = conn.unsent();
+            let interest =
+                if flush == Flush::Blocked { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            if conn.interest != interest {
+                conn.interest = interest;
+                let _ = self.poll.registry().reregister(&mut conn.stream, token(TAG_CONN, key.0), interest);
+            }
+            // Room freed: requests of this client held in pool queues may go now.
+            if before >= cap && unsent < cap {
+                self.mark_queued_pools();
+            }
             self.resume_streams(key);
-            if !more {
-                return;
+            let Some(conn) = self.conns.get_mut(key.0) else { return };
+            let again = conn.wants_read(cap)
+                && flush != Flush::Blocked
+                && (conn.socket != SocketRead::Drained || conn.reader.buffered() > 0 && round == 0);
+            if !again || round + 1 == MAX_DRIVE_ROUNDS {
+                if again {
+                    self.dirty.conns.push(key);
+                }
+                break;
             }
+        }
+        self.account_conn(key);
+        self.arm_conn(key, now);
+    }
+
+    /// Keep the budget's count of a connection's memory current.
+    fn account_conn(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key.0) else { return };
+        let now_held = conn.memory();
+        let was_exhausted = self.budget.exhausted();
+        self.budget.change(conn.held, now_held);
+        conn.held = now_held;
+        if was_exhausted && !self.budget.exhausted() {
+            self.mark_queued_pools();
+        }
+    }
+
+    /// Pools with waiting requests get pumped after this batch.
+    fn mark_queued_pools(&mut self) {
+        for (i, p) in self.pools.iter().enumerate() {
+            if p.queue_len() > 0 {
+                self.dirty.pools.push(PoolId(i));
+            }
+        }
+    }
+
+    fn arm_conn(&mut self, key: ConnKey, _now: Instant) {
+        let clocks = Clocks::of(&self.config.server);
+        let Some(conn) = self.conns.get_mut(key.0) else { return };
+        if let Some((at, _)) = conn.deadline(&clocks)
+            && conn.armed.needs(at)
+        {
+            self.timers.arm(at, Timer::Conn(key, conn.serial));
+        }
+    }
+
+    fn conn_timer(&mut self, key: ConnKey, serial: u64, now: Instant) {
+        let clocks = Clocks::of(&self.config.server);
+        let Some(conn) = self.conns.get_mut(key.0) else { return };
+        if conn.serial != serial {
+            return;
+        }
+        conn.armed.fired();
+        match conn.deadline(&clocks) {
+            Some((at, Expiry::Close)) if at <= now => self.close_conn(key),
+            Some((at, Expiry::RequestTimeout)) if at <= now => {
+                self.answer_error_and_close(key, 408, "request timeout");
+            }
+            _ => self.arm_conn(key, now),
         }
     }
 
     /// The client closed its side while requests are still in pools: like nginx, treat it
     /// as gone (its workers get DISCONNECT) instead of holding workers for a reader that
     /// left.
-    fn client_gone(&self, key: usize) -> bool {
-        self.conns.get(key).is_some_and(|c| c.peer_closed && c.slots.iter().any(|s| s.req_id != 0 && !s.done))
-    }
-
-    /// Write what is ready on a connection; if it then wants to read more, drive it.
-    fn flush_conn(&mut self, key: usize, now: Instant) {
-        if self.write_conn(key, now) {
-            self.drive_conn(key);
-        } else {
-            self.resume_streams(key);
-        }
+    fn client_gone(&self, key: ConnKey) -> bool {
+        self.conns.get(key.0).is_some_and(|c| {
+            c.reading == connection::Reading::PeerClosed
+                && c.slots.iter().any(|s| s.req.is_some() && s.fill != connection::Fill::Done)
+        })
     }
 
     /// After writing to a client, resume its paused streams that drained (FLOW).
-    fn resume_streams(&mut self, key: usize) {
+    fn resume_streams(&mut self, key: ConnKey) {
         if self.paused_streams.is_empty() {
             return;
         }
-        let ids: Vec<u64> = self
+        let ids: Vec<ReqId> = self
             .paused_streams
             .iter()
             .copied()
@@ -366,160 +567,109 @@ impl Dispatcher {
         }
     }
 
-    /// Write what is ready, then set the connection's interest or close it. Returns true
-    /// when reading had stopped for back-pressure and may resume now.
-    fn write_conn(&mut self, key: usize, now: Instant) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else { return false };
-        let result = conn.flush(now);
-        let close = match result {
-            connection::Flush::Close => true,
-            connection::Flush::Blocked => false,
-            connection::Flush::Idle => {
-                // Everything answered and nothing more will come.
-                conn.slots.is_empty() && (conn.peer_closed || conn.no_more_requests)
-            }
-        };
-        if close {
-            self.close_conn(key);
-            return false;
-        }
-        let want_write = result == connection::Flush::Blocked;
-        let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-        if conn.interest != interest {
-            conn.interest = interest;
-            let _ = self.poll.registry().reregister(&mut conn.stream, token(TAG_CONN, key), interest);
-        }
-        conn.read_pending && conn.wants_read() && !want_write
-    }
-
-    fn close_conn(&mut self, key: usize) {
-        if !self.conns.contains(key) {
+    fn close_conn(&mut self, key: ConnKey) {
+        if !self.conns.contains(key.0) {
             return;
         }
-        let mut conn = self.conns.remove(key);
+        let mut conn = self.conns.remove(key.0);
+        self.budget.change(conn.held, 0);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         // Requests still waiting for this client: tell their workers, drop queued ones.
-        for slot in conn.slots.iter().filter(|s| s.req_id != 0 && !s.done) {
-            self.abandon_request(slot.req_id, true);
+        for id in conn.slots.iter().filter(|s| s.fill != connection::Fill::Done).filter_map(|s| s.req) {
+            self.abandon_request(id, true);
         }
-    }
-
-    /// Periodic duties: timeouts, supervision, respawns, health.
-    fn tick(&mut self, now: Instant) {
-        if let Some(until) = self.accept_paused_until
-            && now >= until
-        {
+        if self.phase == Phase::Running && self.conns.len() + 1 == self.config.server.max_connections {
+            // A place freed under the connection limit: accept again without waiting.
             self.accept_paused_until = None;
             for i in 0..self.listeners.len() {
                 self.accept_all(i);
             }
         }
-        // Connections whose reading stopped for back-pressure or fairness.
-        let resumable: Vec<usize> =
-            self.conns.iter().filter(|(_, c)| c.read_pending && c.wants_read()).map(|(k, _)| k).collect();
-        for key in resumable {
-            self.drive_conn(key);
-        }
-        self.expire_connections(now);
-        self.expire_requests(now);
-        self.supervise_workers(now);
-        for p in 0..self.pools.len() {
-            if self.pools[p].tick(now) {
-                info!("pool {} recovered: healthy again", self.pools[p].name());
-            }
-        }
-        if self.phase == Phase::Running || matches!(self.phase, Phase::Draining { .. }) {
-            self.spawn_due_workers(now);
-        }
-        for p in 0..self.pools.len() {
-            self.pump_pool(p, now);
-        }
-        self.advance_shutdown(now);
     }
 
-    fn expire_connections(&mut self, now: Instant) {
-        let s = &self.config.server;
-        let (keepalive, header, body, write) = (s.keepalive_timeout, s.header_timeout, s.body_timeout, s.write_timeout);
-        let draining = self.phase != Phase::Running;
-        let mut to_close = Vec::new();
-        let mut to_timeout = Vec::new();
-        for (key, conn) in self.conns.iter() {
-            if conn.has_unsent_output() && now.duration_since(conn.last_write) > write {
-                to_close.push(key);
-                continue;
-            }
-            match conn.reader.phase() {
-                crate::http::Phase::Idle => {
-                    let idle_since = conn.last_read.max(conn.last_write);
-                    if conn.slots.is_empty() && (draining || now.duration_since(idle_since) > keepalive) {
-                        to_close.push(key);
-                    }
-                }
-                crate::http::Phase::Head => {
-                    if conn.head_started.is_some_and(|t| now.duration_since(t) > header) {
-                        to_timeout.push(key);
-                    }
-                }
-                crate::http::Phase::Body => {
-                    if now.duration_since(conn.last_read) > body {
-                        to_timeout.push(key);
-                    }
-                }
-            }
-        }
-        for key in to_close {
-            self.close_conn(key);
-        }
-        for key in to_timeout {
-            self.answer_error_and_close(key, 408, "request timeout", now);
-        }
-    }
-
-    fn begin_drain(&mut self) {
+    /// SIGTERM/SIGINT. The first starts a graceful stop; a second one while stopping
+    /// escalates to the fast stop (gunicorn's behaviour: an operator pressing Ctrl-C twice
+    /// means it).
+    fn begin_drain(&mut self, sig: i32) {
+        let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
         if self.phase != Phase::Running {
-            return;
+            warn!("{name} again during a graceful stop: stopping now");
+            return self.fast_stop(name);
         }
-        let deadline = Instant::now() + self.config.server.shutdown_timeout;
+        let now = Instant::now();
+        let deadline = now + self.config.server.shutdown_timeout;
         info!(
-            "graceful stop: no new connections; finishing in-flight requests for up to {:?}",
+            "{name}: graceful stop: no new connections; finishing in-flight requests for up to {:?}",
             self.config.server.shutdown_timeout
         );
         for l in &mut self.listeners {
             let _ = self.poll.registry().deregister(l);
         }
         self.listeners.clear();
-        self.phase = Phase::Draining { deadline };
+        self.phase = Phase::Draining { since: now, deadline };
+        self.timers.arm(deadline, Timer::Shutdown);
+        // Idle connections close now; busy ones take no further request and close after
+        // their last answer (which says `connection: close`).
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            let conn = &mut self.conns[k];
+            conn.no_more_requests();
+            self.dirty.conns.push(ConnKey(k));
+        }
+        self.advance_shutdown(now);
     }
 
-    /// SIGQUIT: kill workers, exit at once.
-    fn fast_stop(&mut self) {
-        info!("fast stop: killing workers");
+    /// SIGQUIT (or a second TERM/INT): kill workers, exit once they are reaped.
+    fn fast_stop(&mut self, why: &str) {
+        info!("{why}: fast stop: killing workers");
+        let now = Instant::now();
+        for l in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
         self.listeners.clear();
         self.kill_all_workers();
-        self.phase = Phase::Stopping { deadline: Instant::now() + Duration::from_secs(2) };
+        for p in &mut self.pools {
+            p.stop();
+        }
+        let since = match self.phase {
+            Phase::Running => now,
+            Phase::Draining { since, .. } | Phase::Stopping { since, .. } => since,
+        };
+        let deadline = now + tuning::fast_stop_timeout(&self.config.server);
+        self.phase = Phase::Stopping { since, deadline };
+        self.timers.arm(deadline, Timer::Shutdown);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.close_conn(ConnKey(k));
+        }
     }
 
     fn advance_shutdown(&mut self, now: Instant) {
         match self.phase {
             Phase::Running => {}
-            Phase::Draining { deadline } => {
+            Phase::Draining { since, deadline } => {
                 let busy = !self.inflight.is_empty();
                 if busy && now < deadline {
                     return;
                 }
                 if busy {
                     warn!("shutdown timeout: answering {} unfinished request(s) 503", self.inflight.len());
-                    let ids: Vec<u64> = self.inflight.keys().copied().collect();
+                    let ids: Vec<ReqId> = self.inflight.keys().copied().collect();
                     for id in ids {
-                        self.fail_request(id, 503, "server shutting down", now);
+                        self.fail_request(id, 503, "server shutting down");
                     }
                     self.kill_all_workers();
                 } else {
                     self.stop_all_workers();
                 }
-                self.phase = Phase::Stopping { deadline: deadline.max(now + Duration::from_secs(1)) };
+                for p in &mut self.pools {
+                    p.stop();
+                }
+                let deadline = deadline.max(now) + tuning::fast_stop_timeout(&self.config.server);
+                self.phase = Phase::Stopping { since, deadline };
+                self.timers.arm(deadline, Timer::Shutdown);
             }
-            Phase::Stopping { deadline } => {
+            Phase::Stopping { deadline, .. } => {
                 if now >= deadline {
                     self.kill_all_workers();
                 }
@@ -529,10 +679,9 @@ impl Dispatcher {
 
     fn should_exit(&mut self, now: Instant) -> bool {
         match self.phase {
-            Phase::Stopping { deadline } => {
-                self.reap_workers();
+            Phase::Stopping { deadline, .. } => {
                 let conns_done = self.conns.iter().all(|(_, c)| c.slots.is_empty() && !c.has_unsent_output());
-                (self.workers.is_empty() && conns_done) || now >= deadline + Duration::from_secs(3)
+                (self.workers.is_empty() && conns_done) || now >= deadline
             }
             _ => false,
         }
@@ -542,10 +691,14 @@ impl Dispatcher {
     fn finish_stop(&mut self) {
         if !self.workers.is_empty() {
             self.kill_all_workers();
-            let deadline = Instant::now() + Duration::from_secs(2);
+            let deadline = Instant::now() + tuning::fast_stop_timeout(&self.config.server);
             while !self.workers.is_empty() && Instant::now() < deadline {
                 self.reap_workers();
-                std::thread::sleep(Duration::from_millis(10));
+                if !self.workers.is_empty() {
+                    // Blocking here is fine: the loop is over, and the children were
+                    // SIGKILLed, so their exit is a matter of the kernel's scheduling.
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
             if !self.workers.is_empty() {
                 error!("{} worker(s) could not be reaped at exit", self.workers.len());
@@ -553,8 +706,12 @@ impl Dispatcher {
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.close_conn(key);
+            self.close_conn(ConnKey(key));
         }
-        info!("stopped after {:?}", self.started.elapsed());
+        let stop_took = match self.phase {
+            Phase::Draining { since, .. } | Phase::Stopping { since, .. } => since.elapsed(),
+            Phase::Running => Duration::ZERO,
+        };
+        info!("stopped (uptime {:.1} s, stop took {} ms)", self.started.elapsed().as_secs_f64(), stop_took.as_millis());
     }
 }

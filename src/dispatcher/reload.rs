@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use log::{error, info, warn};
 
-use super::Dispatcher;
+use super::{Dispatcher, WorkerKey};
 use crate::config::{Config, MAX_NUM_WORKERS, WorkerKind};
 use crate::pool::Pool;
 
@@ -49,11 +49,17 @@ impl Dispatcher {
                     seen[i] = true;
                     if self.pools[i].config != *cfg {
                         info!("SIGHUP: pool {} changed: starting new workers, retiring the old ones", cfg.name);
-                        let old: Vec<usize> = self.pools[i].slots.iter().filter_map(|s| s.worker).collect();
+                        let old: Vec<WorkerKey> = self.pools[i].workers().collect();
                         let removed = self.pools[i].reconfigure(cfg.clone());
                         for key in old.into_iter().chain(removed) {
                             self.retire_worker(key);
                         }
+                    } else if self.pools[i].is_degraded() || self.pools[i].parked_count() > 0 {
+                        // Unchanged, but the operator may have fixed what made it fail (a
+                        // missing package installed): a reload is the signal to try again.
+                        info!("SIGHUP: pool {} unchanged but degraded or parked: trying again", cfg.name);
+                        self.pools[i].revive();
+                        self.pools[i].last_failure = None;
                     }
                 }
                 None => {
@@ -66,19 +72,19 @@ impl Dispatcher {
             if !seen && !self.pools[i].retired {
                 info!("SIGHUP: pool {} removed: retiring its workers", self.pools[i].name());
                 self.pools[i].retired = true;
-                let keys: Vec<usize> = self.pools[i].slots.iter().filter_map(|s| s.worker).collect();
+                let keys: Vec<WorkerKey> = self.pools[i].workers().collect();
                 for key in keys {
                     self.retire_worker(key);
                 }
-                let queued: Vec<u64> = self.pools[i].queue.drain(..).collect();
-                for id in queued {
-                    self.fail_request(id, 503, "pool removed by reload", now);
+                for id in self.pools[i].drain_queue() {
+                    self.fail_request(id, 503, "pool removed by reload");
                 }
             }
         }
+        self.budget.set_limit(super::tuning::max_buffered_bytes(&new.server));
         self.config = new;
         info!("SIGHUP: configuration reloaded from {}", path.display());
-        self.spawn_due_workers(now);
+        self.manage_pools(now);
     }
 
     /// SIGTTIN (+1) / SIGTTOU (-1): one worker more or less in every pool, within
@@ -98,7 +104,7 @@ impl Dispatcher {
                 self.retire_worker(key);
             }
         }
-        self.spawn_due_workers(now);
+        self.manage_pools(now);
     }
 }
 

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use super::connection::{Slot, StreamFraming};
-use super::{Dispatcher, Inflight};
+use super::connection::{FLOW_PAUSE_AT, FLOW_RESUME_AT, Fill, Reading, Slot, StreamFraming};
+use super::timers::Timer;
+use super::{ConnKey, Dispatcher, Inflight, Phase, PoolId, ReplyTo, ReqId, ReqState, WorkerKey};
 use crate::auth::AuthDecision;
 use crate::config::{AccessLog, SyncKind};
 use crate::http::{self, BodyFraming, ReadEvent, Request, Version};
@@ -47,94 +48,105 @@ impl AccessInfo {
 enum Route {
     Static(static_files::StaticResponse),
     Sync(usize),
-    Pool(usize),
+    Pool(PoolId),
     /// No route, or an authoritative static mount without the file.
     NotFound,
     /// The path's percent-encoding is malformed.
     BadPath,
 }
 
-/// How to answer a request the dispatcher answers itself.
-struct ReplyTo {
-    key: usize,
-    version: Version,
-    head_only: bool,
-    keep_alive: bool,
-    x_request_id: String,
-    access: AccessInfo,
+/// What the head of a request with a body allows, decided before the body is read.
+enum HeadCheck {
+    Proceed,
+    Refuse { status: u16, body: serde_json::Value },
 }
 
 impl Dispatcher {
-    /// Take every complete request out of the connection's reader.
-    pub(super) fn parse_requests(&mut self, key: usize, now: Instant) {
+    /// Take every complete request out of the connection's reader. A head whose body is
+    /// still to come is judged first (`check_head`): auth, and room in the memory budget,
+    /// are decided before the client uploads anything.
+    pub(super) fn parse_requests(&mut self, key: ConnKey, now: Instant) {
+        let mut completed = false;
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return };
-            if conn.no_more_requests || conn.slots.len() >= super::connection::MAX_PIPELINE {
-                return;
+            let Some(conn) = self.conns.get_mut(key.0) else { return };
+            if !conn.open_for_requests() && conn.reading != Reading::PeerClosed
+                || conn.slots.len() >= super::connection::MAX_PIPELINE
+            {
+                break;
             }
-            match conn.reader.poll() {
-                Ok(ReadEvent::NeedMore) => {
-                    if conn.peer_closed && conn.reader.buffered() > 0 {
-                        // The client closed mid-request: nothing to answer.
-                        conn.no_more_requests = true;
-                        conn.reader = http::RequestReader::new(self.config.server.limits);
+            let event = conn.reader.poll();
+            if matches!(event, Ok(ReadEvent::NeedMore | ReadEvent::SendContinue))
+                && !conn.head_checked
+                && let Some(req) = conn.reader.pending_head().cloned()
+            {
+                conn.head_checked = true;
+                if let HeadCheck::Refuse { status, body } = self.check_head(&req) {
+                    let to = self.reply_to(key, &req, now, false);
+                    // The body is never read: the connection closes after this answer.
+                    self.reply_json(key, &to, status, &body);
+                    if let Some(conn) = self.conns.get_mut(key.0) {
+                        conn.no_more_requests();
                     }
                     return;
                 }
-                Ok(ReadEvent::SendContinue) => {
-                    // Refuse before the client uploads the body: a 401 must not follow a
-                    // 100 Continue. The body is never read, so the connection closes.
-                    if let Some(req) = conn.reader.pending_head().cloned()
-                        && let Some((status, body)) = self.refusal_before_body(&req)
-                    {
-                        let to = ReplyTo {
-                            key,
-                            version: req.version,
-                            head_only: req.is_head(),
-                            keep_alive: false,
-                            x_request_id: http::request_id(&req),
-                            access: AccessInfo::of(
-                                &req,
-                                &self.conns[key].peer_ip,
-                                now,
-                                self.config.server.access_log != AccessLog::Off,
-                            ),
-                        };
-                        self.reply_json(&to, status, &body);
-                        if let Some(conn) = self.conns.get_mut(key) {
-                            conn.no_more_requests = true;
-                        }
-                        return;
+            }
+            let Some(conn) = self.conns.get_mut(key.0) else { return };
+            match event {
+                Ok(ReadEvent::NeedMore) => {
+                    if conn.reading == Reading::PeerClosed && conn.reader.buffered() > 0 {
+                        // The client closed mid-request: nothing to answer.
+                        conn.reader = http::RequestReader::new(self.config.server.limits);
                     }
-                    let Some(conn) = self.conns.get_mut(key) else { return };
-                    let mut slot = Slot::pending(0, false);
-                    slot.buf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                    slot.done = true;
-                    // An interim response must not wait behind earlier pipelined ones
-                    // that are already being answered, but must not overtake them either:
-                    // the client only sends Expect after its previous requests, so queueing
-                    // it in order is right.
-                    conn.slots.push_back(slot);
+                    break;
+                }
+                Ok(ReadEvent::SendContinue) => {
+                    // An interim answer goes in order with the pipeline: the client sends
+                    // Expect only after its earlier requests.
+                    conn.slots.push_back(Slot::done(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), false));
                 }
                 Ok(ReadEvent::Request(req)) => {
-                    conn.head_started = None;
+                    completed = true;
                     self.metrics.requests_total += 1;
                     self.handle_request(key, req, now);
                 }
                 Err(err) => {
                     self.metrics.bad_requests += 1;
-                    debug!("conn {key}: bad request: {} {}", err.status, err.reason);
-                    let conn = &mut self.conns[key];
-                    let mut slot = Slot::pending(0, false);
-                    slot.buf = err.response_bytes();
-                    slot.done = true;
-                    slot.close_after = true;
-                    conn.slots.push_back(slot);
-                    conn.no_more_requests = true;
+                    debug!("conn {}: bad request: {} {}", key.0, err.status, err.reason);
+                    conn.slots.push_back(Slot::done(err.response_bytes(), true));
+                    conn.no_more_requests();
                     return;
                 }
             }
         }
+        if let Some(conn) = self.conns.get_mut(key.0) {
+            conn.sync_reading(completed, now);
+        }
+    }
+
+    /// Judge a head whose body is still arriving: the auth answer the request would get
+    /// (a 401 must not wait for, or follow a 100 Continue for, an upload), and whether
+    /// the declared body fits the memory budget (503 if not: the client may retry).
+    fn check_head(&self, req: &Request) -> HeadCheck {
+        let needs_key = match self.route(req) {
+            Route::Sync(i) => self.config.syncs[i].auth,
+            Route::Pool(_) => true,
+            _ => false,
+        };
+        if needs_key && let AuthDecision::Deny { status, body } = self.check_auth(req) {
+            return HeadCheck::Refuse { status, body };
+        }
+        let declared = req.header("content-length").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        if !self.budget.fits(declared) {
+            warn!(
+                "refusing a {declared}-byte body: {} bytes buffered, at the server.max_buffered_bytes limit",
+                self.budget.used()
+            );
+            return HeadCheck::Refuse {
+                status: 503,
+                body: serde_json::json!({"error": "server busy: too much buffered; retry later"}),
+            };
+        }
+        HeadCheck::Proceed
     }
 
     /// Where a request goes (DESIGN decision 8): static mounts, then sync handlers (exact
@@ -151,87 +163,78 @@ impl Dispatcher {
             return Route::Sync(i);
         }
         match self.pools.iter().position(|p| !p.retired && p.config.routes.iter().any(|r| r.matches(&path))) {
-            Some(p) => Route::Pool(p),
+            Some(p) => Route::Pool(PoolId(p)),
             None => Route::NotFound,
         }
     }
 
-    /// The auth refusal `handle_request` would give this request, judged from its head
-    /// alone (for Expect: 100-continue). `None` when its route needs no key.
-    fn refusal_before_body(&self, req: &Request) -> Option<(u16, serde_json::Value)> {
-        let needs_key = match self.route(req) {
-            Route::Sync(i) => self.config.syncs[i].auth,
-            Route::Pool(_) => true,
-            _ => false,
-        };
-        match needs_key.then(|| self.check_auth(req)) {
-            Some(AuthDecision::Deny { status, body }) => Some((status, body)),
-            _ => None,
+    /// The client's terms for answering `req`. Nothing is kept alive once a stop began.
+    fn reply_to(&self, key: ConnKey, req: &Request, now: Instant, keep_alive: bool) -> ReplyTo {
+        let remote = self.conns.get(key.0).map(|c| c.peer_ip.as_str()).unwrap_or("-");
+        ReplyTo {
+            version: req.version,
+            head_only: req.is_head(),
+            keep_alive: keep_alive && self.phase == Phase::Running,
+            x_request_id: http::request_id(req),
+            access: AccessInfo::of(req, remote, now, self.config.server.access_log != AccessLog::Off),
         }
     }
 
     /// Route and answer (or queue) one request.
-    fn handle_request(&mut self, key: usize, req: Request, now: Instant) {
-        let draining = self.phase != super::Phase::Running;
-        let to = ReplyTo {
-            key,
-            version: req.version,
-            head_only: req.is_head(),
-            keep_alive: req.keep_alive && !draining,
-            x_request_id: http::request_id(&req),
-            access: AccessInfo::of(
-                &req,
-                &self.conns[key].peer_ip,
-                now,
-                self.config.server.access_log != AccessLog::Off,
-            ),
-        };
+    fn handle_request(&mut self, key: ConnKey, req: Request, now: Instant) {
+        let to = self.reply_to(key, &req, now, req.keep_alive);
         match self.route(&req) {
-            Route::Static(resp) => self.reply_static(&to, resp),
-            Route::NotFound => self.reply_error(&to, 404, "not found"),
+            Route::Static(resp) => self.reply_static(key, &to, resp),
+            Route::NotFound => self.reply_error(key, &to, 404, "not found"),
             Route::BadPath => {
                 let to = ReplyTo { keep_alive: false, ..to };
-                self.reply_error(&to, 400, "malformed percent-encoding in path");
+                self.reply_error(key, &to, 400, "malformed percent-encoding in path");
             }
             Route::Sync(i) => {
                 let route = self.config.syncs[i].clone();
                 if route.auth
                     && let AuthDecision::Deny { status, body } = self.check_auth(&req)
                 {
-                    return self.reply_json(&to, status, &body);
+                    return self.reply_json(key, &to, status, &body);
                 }
                 let read_only = matches!(route.kind, SyncKind::Health | SyncKind::Status | SyncKind::Metrics);
                 if read_only && req.method != "GET" && req.method != "HEAD" {
                     let (mut headers, body) = http::json_error(405, "method not allowed");
                     headers.push(("allow".into(), "GET, HEAD".into()));
-                    return self.reply(&to, 405, headers, body);
+                    return self.reply(key, &to, 405, headers, body);
                 }
                 let resp = self.run_sync_handler(&route, &req, now);
-                self.reply(&to, resp.status, resp.headers, resp.body);
+                self.reply(key, &to, resp.status, resp.headers, resp.body);
             }
             Route::Pool(p) => {
                 let context = match self.check_auth(&req) {
                     AuthDecision::Allow { context } => context,
-                    AuthDecision::Deny { status, body } => return self.reply_json(&to, status, &body),
+                    AuthDecision::Deny { status, body } => return self.reply_json(key, &to, status, &body),
                 };
                 if let Err((status, msg, retry_after)) = self.admit(p, now) {
                     let (mut headers, body) = http::json_error(status, msg);
                     if let Some(secs) = retry_after {
                         headers.push(("retry-after".into(), secs.to_string()));
                     }
-                    return self.reply(&to, status, headers, body);
+                    return self.reply(key, &to, status, headers, body);
                 }
-                self.enqueue(to, req, p, context, now);
+                self.enqueue(key, to, req, p, context, now);
             }
         }
     }
 
     /// Give a request to pool `p`: an id, an in-flight record with its encoded frame, a
     /// pending slot on its connection, a place in the queue.
-    fn enqueue(&mut self, to: ReplyTo, req: Request, p: usize, context: serde_json::Value, now: Instant) {
-        let id = self.next_request_id;
-        self.next_request_id += 1;
-        let conn = &self.conns[to.key];
+    fn enqueue(
+        &mut self,
+        key: ConnKey,
+        to: ReplyTo,
+        req: Request,
+        p: PoolId,
+        context: serde_json::Value,
+        now: Instant,
+    ) {
+        let conn = &self.conns[key.0];
         let meta = RequestMeta {
             method: req.method,
             path: req.path,
@@ -244,44 +247,52 @@ impl Dispatcher {
             forwarded: false,
             context,
         };
-        let mut frame = Vec::with_capacity(256 + req.body.len());
-        ipc::encode_json(&mut frame, FrameType::Request, id, &meta, &req.body);
-        let pool = &mut self.pools[p];
-        pool.queue.push_back(id);
-        self.inflight.insert(
-            id,
-            Inflight {
-                conn: Some(to.key),
-                pool: p,
-                worker: None,
-                deadline: now + pool.config.timeout,
-                frame: Some(frame),
-                streaming: false,
-                keep_alive: to.keep_alive,
-                head_only: to.head_only,
-                version: to.version,
-                x_request_id: to.x_request_id,
-                access: to.access,
-            },
-        );
-        self.push_slot(to.key, Slot::pending(id, to.head_only), to.keep_alive);
-        self.pump_pool(p, now);
+        let id = self.alloc_request_id();
+        let frame = match encode_request(id, &meta, &req.body) {
+            Ok(frame) => frame,
+            Err(e) => {
+                let to = ReplyTo { keep_alive: false, ..to };
+                return self.reply_error(key, &to, 413, &e);
+            }
+        };
+        self.new_request(id, Some(key), p, frame, to.clone(), now);
+        let keep_alive = to.keep_alive;
+        self.push_slot(key, Slot::pending(id, to.head_only), keep_alive);
+    }
+
+    fn alloc_request_id(&mut self) -> ReqId {
+        let id = ReqId(self.next_request_id);
+        self.next_request_id += 1;
+        id
+    }
+
+    /// Record a pool request with its encoded frame and queue it.
+    fn new_request(
+        &mut self,
+        id: ReqId,
+        conn: Option<ConnKey>,
+        p: PoolId,
+        frame: Vec<u8>,
+        reply: ReplyTo,
+        now: Instant,
+    ) {
+        let deadline = now + self.pools[p.0].config.timeout;
+        self.budget.change(0, frame.len() as u64);
+        self.pools[p.0].enqueue(id, deadline);
+        self.arm_pool(p, deadline);
+        self.inflight.insert(id, Inflight { conn, pool: p, deadline, state: ReqState::Queued { frame }, reply });
+        self.dirty.pools.push(p);
     }
 
     /// A static file answer: the head now, the file streamed by `Conn::flush`.
-    fn reply_static(&mut self, to: &ReplyTo, resp: static_files::StaticResponse) {
+    fn reply_static(&mut self, key: ConnKey, to: &ReplyTo, resp: static_files::StaticResponse) {
         let mut headers = resp.headers;
         headers.push(("x-request-id".into(), to.x_request_id.clone()));
         let body_len = resp.body.len();
-        let mut slot = Slot::pending(0, to.head_only);
-        http::encode_head(
-            to.version,
-            resp.status,
-            &headers,
-            BodyFraming::Length(body_len),
-            to.keep_alive,
-            &mut slot.buf,
-        );
+        let mut buf = Vec::new();
+        http::encode_head(to.version, resp.status, &headers, BodyFraming::Length(body_len), to.keep_alive, &mut buf);
+        let mut slot = Slot::done(buf, !to.keep_alive);
+        slot.head_only = to.head_only;
         if !to.head_only {
             match resp.body {
                 StaticBody::Empty => {}
@@ -293,187 +304,188 @@ impl Dispatcher {
                 }
             }
         }
-        slot.done = true;
-        slot.close_after = !to.keep_alive;
         self.log_access(&to.access, resp.status, body_len);
-        self.push_slot(to.key, slot, to.keep_alive);
+        self.push_slot(key, slot, to.keep_alive);
     }
 
     /// Add a slot; after a non-keep-alive response nothing more is read.
-    fn push_slot(&mut self, key: usize, slot: Slot, keep_alive: bool) {
-        let conn = &mut self.conns[key];
+    fn push_slot(&mut self, key: ConnKey, slot: Slot, keep_alive: bool) {
+        let Some(conn) = self.conns.get_mut(key.0) else { return };
         conn.slots.push_back(slot);
         if !keep_alive {
-            conn.no_more_requests = true;
+            conn.no_more_requests();
         }
     }
 
     /// Whether a pool takes one more request: Err((status, message, retry-after)).
-    fn admit(&self, p: usize, now: Instant) -> Result<(), (u16, &'static str, Option<u64>)> {
-        let pool = &self.pools[p];
+    fn admit(&self, p: PoolId, now: Instant) -> Result<(), (u16, &'static str, Option<u64>)> {
+        let pool = &self.pools[p.0];
         if pool.is_degraded() {
             return Err((503, "service degraded", None));
         }
-        let live = pool.slots.iter().filter(|s| s.worker.is_some()).count();
-        if live == 0 {
+        if pool.workers().next().is_none() {
             return Err((503, "no worker available", Some(pool.retry_after(now))));
         }
-        if pool.queue.len() >= self.config.server.max_pending {
+        if pool.queue_len() >= self.config.server.max_pending {
             return Err((503, "server overloaded", Some(1)));
         }
         Ok(())
     }
 
     /// An error answer made here: `{"error": message}`.
-    fn reply_error(&mut self, to: &ReplyTo, status: u16, message: &str) {
+    fn reply_error(&mut self, key: ConnKey, to: &ReplyTo, status: u16, message: &str) {
         let (headers, body) = http::json_error(status, message);
-        self.reply(to, status, headers, body);
+        self.reply(key, to, status, headers, body);
     }
 
-    fn reply_json(&mut self, to: &ReplyTo, status: u16, value: &serde_json::Value) {
+    fn reply_json(&mut self, key: ConnKey, to: &ReplyTo, status: u16, value: &serde_json::Value) {
         let headers = vec![("content-type".to_string(), "application/json".to_string())];
-        self.reply(to, status, headers, serde_json::to_vec(value).unwrap_or_default());
+        self.reply(key, to, status, headers, serde_json::to_vec(value).unwrap_or_default());
     }
 
     /// A complete answer made here (sync handlers, errors): encoded into its slot now.
-    fn reply(&mut self, to: &ReplyTo, status: u16, mut headers: Vec<(String, String)>, body: Vec<u8>) {
+    fn reply(&mut self, key: ConnKey, to: &ReplyTo, status: u16, mut headers: Vec<(String, String)>, body: Vec<u8>) {
         headers.push(("x-request-id".into(), to.x_request_id.clone()));
-        let mut slot = Slot::pending(0, to.head_only);
-        http::encode_response(to.version, status, &headers, &body, to.keep_alive, to.head_only, &mut slot.buf);
-        slot.done = true;
-        slot.close_after = !to.keep_alive;
+        let mut buf = Vec::new();
+        http::encode_response(to.version, status, &headers, &body, to.keep_alive, to.head_only, &mut buf);
         self.log_access(&to.access, status, body.len() as u64);
-        self.push_slot(to.key, slot, to.keep_alive);
+        self.push_slot(key, Slot::done(buf, !to.keep_alive), to.keep_alive);
     }
 
-    /// Answer an error on a connection whose framing can no longer be trusted, and close it.
-    pub(super) fn answer_error_and_close(&mut self, key: usize, status: u16, message: &str, now: Instant) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+    /// Answer an error on a connection whose framing can no longer be trusted (a client
+    /// too slow to send its request), and close it. With answers still pending the
+    /// connection just closes: an error cannot overtake them.
+    pub(super) fn answer_error_and_close(&mut self, key: ConnKey, status: u16, message: &str) {
+        let Some(conn) = self.conns.get_mut(key.0) else { return };
         if conn.slots.is_empty() {
             let (headers, body) = http::json_error(status, message);
-            let mut slot = Slot::pending(0, false);
-            http::encode_response(Version::Http11, status, &headers, &body, false, false, &mut slot.buf);
-            slot.done = true;
-            slot.close_after = true;
-            conn.slots.push_back(slot);
-            conn.no_more_requests = true;
-            self.flush_conn(key, now);
+            let mut buf = Vec::new();
+            http::encode_response(Version::Http11, status, &headers, &body, false, false, &mut buf);
+            conn.slots.push_back(Slot::done(buf, true));
+            conn.no_more_requests();
+            self.dirty.conns.push(key);
         } else {
             self.close_conn(key);
         }
     }
 
+    /// Whether answers to `inf` may keep the connection open: not once a stop began.
+    fn keep_alive(&self, inf: &Inflight) -> bool {
+        inf.reply.keep_alive && self.phase == Phase::Running
+    }
+
     /// A worker answered a request.
-    pub(super) fn complete_request(
-        &mut self,
-        id: u64,
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: &[u8],
-        now: Instant,
-    ) {
-        let Some(inf) = self.inflight.remove(&id) else { return };
+    pub(super) fn complete_request(&mut self, id: ReqId, status: u16, headers: Vec<(String, String)>, body: &[u8]) {
+        let Some(inf) = self.take_request(id) else { return };
         self.metrics.count_status(status);
         let Some(key) = inf.conn else { return }; // forwarded: answer discarded
+        let keep_alive = self.keep_alive(&inf);
         let mut headers = headers;
-        headers.push(("x-request-id".into(), inf.x_request_id.clone()));
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        headers.push(("x-request-id".into(), inf.reply.x_request_id.clone()));
+        let Some(conn) = self.conns.get_mut(key.0) else { return };
         let Some(slot) = conn.slot_mut(id) else { return };
-        let version = inf.version;
+        let version = inf.reply.version;
+        let head_only = inf.reply.head_only;
         // A worker that handles HEAD itself (a WSGI app) sends no body but the length the
         // GET body would have; content-length: 0 would be a lie (RFC 9110 §8.6).
-        let head_length = if inf.head_only && body.is_empty() { worker_content_length(&headers) } else { None };
+        let head_length = if head_only && body.is_empty() { worker_content_length(&headers) } else { None };
         if let Some(n) = head_length {
-            http::encode_head(version, status, &headers, BodyFraming::Length(n), inf.keep_alive, &mut slot.buf);
+            http::encode_head(version, status, &headers, BodyFraming::Length(n), keep_alive, &mut slot.buf);
         } else {
-            http::encode_response(version, status, &headers, body, inf.keep_alive, inf.head_only, &mut slot.buf);
+            http::encode_response(version, status, &headers, body, keep_alive, head_only, &mut slot.buf);
         }
-        slot.done = true;
-        slot.close_after = !inf.keep_alive;
-        self.log_access(&inf.access, status, body.len() as u64);
-        self.flush_conn(key, now);
+        slot.fill = Fill::Done;
+        slot.close_after = !keep_alive;
+        if !keep_alive {
+            conn.no_more_requests();
+        }
+        self.log_access(&inf.reply.access, status, body.len() as u64);
+        self.dirty.conns.push(key);
     }
 
     /// A worker starts streaming a response.
-    pub(super) fn start_stream(&mut self, id: u64, status: u16, headers: Vec<(String, String)>, now: Instant) {
+    pub(super) fn start_stream(&mut self, id: ReqId, worker: WorkerKey, status: u16, headers: Vec<(String, String)>) {
+        let running = self.phase == Phase::Running;
         let Some(inf) = self.inflight.get_mut(&id) else { return };
-        inf.streaming = true;
+        inf.state = ReqState::Streaming(worker);
         self.metrics.count_status(status);
         let Some(key) = inf.conn else { return };
         let mut headers = headers;
-        headers.push(("x-request-id".into(), inf.x_request_id.clone()));
-        let (framing, stream, keep_alive) = if inf.version == Version::Http10 {
+        headers.push(("x-request-id".into(), inf.reply.x_request_id.clone()));
+        let (framing, stream, keep_alive) = if inf.reply.version == Version::Http10 {
             (BodyFraming::CloseDelimited, StreamFraming::CloseDelimited, false)
         } else {
-            (BodyFraming::Chunked, StreamFraming::Chunked, inf.keep_alive)
+            (BodyFraming::Chunked, StreamFraming::Chunked, inf.reply.keep_alive && running)
         };
-        let version = inf.version;
-        let head_only = inf.head_only;
-        let access = inf.access.clone();
+        let version = inf.reply.version;
+        let head_only = inf.reply.head_only;
+        let access = inf.reply.access.clone();
         self.log_access(&access, status, 0);
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key.0) else { return };
         let Some(slot) = conn.slot_mut(id) else { return };
         http::encode_head(version, status, &headers, framing, keep_alive, &mut slot.buf);
-        slot.stream = Some(stream);
+        slot.fill = Fill::Streaming(stream);
         slot.close_after = !keep_alive;
         if head_only {
             // HEAD: the head is the whole answer; later chunks are dropped.
-            slot.done = true;
+            slot.fill = Fill::Done;
         }
-        self.flush_conn(key, now);
+        if !keep_alive {
+            conn.no_more_requests();
+        }
+        self.dirty.conns.push(key);
     }
 
     /// A stream chunk from a worker. Returns false when the client is gone or too slow
     /// (the caller then tells the worker with DISCONNECT).
-    pub(super) fn stream_chunk(&mut self, id: u64, data: &[u8], now: Instant) -> bool {
+    pub(super) fn stream_chunk(&mut self, id: ReqId, data: &[u8]) -> bool {
         let Some(inf) = self.inflight.get(&id) else { return true };
         let Some(key) = inf.conn else { return true };
+        let cap = super::tuning::max_connection_buffer(&self.config.server).max(FLOW_PAUSE_AT * 2);
         // No connection or no slot left for it (a HEAD answer is complete at STREAM_START
         // and its slot may be gone): the request is over here. Forget it, or it would stay
         // in flight for ever and hold a graceful stop until shutdown_timeout.
-        let Some(conn) = self.conns.get_mut(key) else {
-            self.inflight.remove(&id);
+        let Some(conn) = self.conns.get_mut(key.0) else {
+            self.take_request(id);
             return false;
         };
-        if conn.buffered_for(id) > super::connection::MAX_STREAM_BUFFER {
-            warn!("request {id}: client reads too slowly; cutting the stream");
-            self.inflight.remove(&id);
+        if conn.buffered_for(id) > cap {
+            warn!("request {id}: client reads too slowly and the worker ignores FLOW; cutting the stream");
+            self.take_request(id);
             self.close_conn(key);
             return false;
         }
         let Some(slot) = conn.slot_mut(id) else {
-            self.inflight.remove(&id);
+            self.take_request(id);
             return false;
         };
-        if slot.done {
-            return true;
+        match slot.fill {
+            Fill::Streaming(StreamFraming::Chunked) => http::encode_chunk(data, &mut slot.buf),
+            Fill::Streaming(StreamFraming::CloseDelimited) => slot.buf.extend_from_slice(data),
+            Fill::Done | Fill::Waiting => return true,
         }
-        match slot.stream {
-            Some(StreamFraming::Chunked) => http::encode_chunk(data, &mut slot.buf),
-            Some(StreamFraming::CloseDelimited) => slot.buf.extend_from_slice(data),
-            None => return true,
-        }
-        self.flush_conn(key, now);
+        self.dirty.conns.push(key);
         self.stream_back_pressure(id);
         true
     }
 
     /// FLOW (docs/protocol.md): ask the worker to pause a stream whose client has
     /// `FLOW_PAUSE_AT` bytes waiting, and to resume once it is down to `FLOW_RESUME_AT`.
-    /// The hard cap (`MAX_STREAM_BUFFER`) still cuts a worker that ignores it.
-    pub(super) fn stream_back_pressure(&mut self, id: u64) {
+    /// The hard cap (`max_connection_buffer`) still cuts a worker that ignores it.
+    pub(super) fn stream_back_pressure(&mut self, id: ReqId) {
         let Some(inf) = self.inflight.get(&id) else {
             self.paused_streams.remove(&id);
             return;
         };
-        let (Some(key), Some(worker)) = (inf.conn, inf.worker) else { return };
-        let Some(conn) = self.conns.get(key) else { return };
+        let (Some(key), ReqState::Streaming(worker)) = (inf.conn, &inf.state) else { return };
+        let worker = *worker;
+        let Some(conn) = self.conns.get(key.0) else { return };
         let buffered = conn.buffered_for(id);
         let paused = self.paused_streams.contains(&id);
-        let change = if !paused && buffered > super::connection::FLOW_PAUSE_AT {
+        let change = if !paused && buffered > FLOW_PAUSE_AT {
             self.paused_streams.insert(id);
             true
-        } else if paused && buffered <= super::connection::FLOW_RESUME_AT {
+        } else if paused && buffered <= FLOW_RESUME_AT {
             self.paused_streams.remove(&id);
             false
         } else {
@@ -487,51 +499,64 @@ impl Dispatcher {
         self.send_flow(worker, id, change);
     }
 
-    pub(super) fn end_stream(&mut self, id: u64, now: Instant) {
-        let Some(inf) = self.inflight.remove(&id) else { return };
+    pub(super) fn end_stream(&mut self, id: ReqId) {
+        let Some(inf) = self.take_request(id) else { return };
         let Some(key) = inf.conn else { return };
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key.0) else { return };
         let Some(slot) = conn.slot_mut(id) else { return };
-        if !slot.done && slot.stream == Some(StreamFraming::Chunked) {
+        if slot.fill == Fill::Streaming(StreamFraming::Chunked) {
             slot.buf.extend_from_slice(http::LAST_CHUNK);
         }
-        slot.done = true;
-        self.flush_conn(key, now);
+        slot.fill = Fill::Done;
+        self.dirty.conns.push(key);
+    }
+
+    /// Forget a request: out of the in-flight table, its queue place and its budget.
+    fn take_request(&mut self, id: ReqId) -> Option<Inflight> {
+        let inf = self.inflight.remove(&id)?;
+        self.paused_streams.remove(&id);
+        if let ReqState::Queued { frame } = &inf.state {
+            self.pools[inf.pool.0].dequeue(id);
+            self.budget.change(frame.len() as u64, 0);
+        }
+        Some(inf)
     }
 
     /// Answer a pool request with an error made here (500 crash, 504 timeout, 503 shutdown).
-    pub(super) fn fail_request(&mut self, id: u64, status: u16, message: &str, now: Instant) {
-        let Some(inf) = self.inflight.remove(&id) else { return };
-        if let Some(pos) = self.pools[inf.pool].queue.iter().position(|&q| q == id) {
-            self.pools[inf.pool].queue.remove(pos);
-        }
+    pub(super) fn fail_request(&mut self, id: ReqId, status: u16, message: &str) {
+        let Some(inf) = self.take_request(id) else { return };
         self.metrics.count_status(status);
+        let keep_alive = self.keep_alive(&inf);
         let Some(key) = inf.conn else { return };
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key.0) else { return };
         let Some(slot) = conn.slot_mut(id) else { return };
-        if slot.stream.is_some() {
+        let mut logged = None;
+        if let Fill::Streaming(_) = slot.fill {
             // Headers are out: the only honest signal left is to cut the connection.
-            slot.done = true;
+            slot.fill = Fill::Done;
             slot.close_after = true;
         } else {
             let (mut headers, body) = http::json_error(status, message);
-            headers.push(("x-request-id".into(), inf.x_request_id.clone()));
-            http::encode_response(inf.version, status, &headers, &body, inf.keep_alive, inf.head_only, &mut slot.buf);
-            slot.done = true;
-            slot.close_after = !inf.keep_alive;
-            self.log_access(&inf.access, status, body.len() as u64);
+            headers.push(("x-request-id".into(), inf.reply.x_request_id.clone()));
+            let (version, head_only) = (inf.reply.version, inf.reply.head_only);
+            http::encode_response(version, status, &headers, &body, keep_alive, head_only, &mut slot.buf);
+            slot.fill = Fill::Done;
+            slot.close_after = !keep_alive;
+            logged = Some(body.len() as u64);
         }
-        self.flush_conn(key, now);
+        if slot.close_after {
+            conn.no_more_requests();
+        }
+        self.dirty.conns.push(key);
+        if let Some(bytes) = logged {
+            self.log_access(&inf.reply.access, status, bytes);
+        }
     }
 
-    /// The client of a request went away (or it timed out): forget it here and tell the
-    /// worker holding it.
-    pub(super) fn abandon_request(&mut self, id: u64, client_gone: bool) {
-        let Some(inf) = self.inflight.remove(&id) else { return };
-        if let Some(pos) = self.pools[inf.pool].queue.iter().position(|&q| q == id) {
-            self.pools[inf.pool].queue.remove(pos);
-        }
-        if let Some(w) = inf.worker {
+    /// The client of a request went away: forget it here and tell the worker holding it.
+    pub(super) fn abandon_request(&mut self, id: ReqId, client_gone: bool) {
+        let Some(inf) = self.take_request(id) else { return };
+        if let Some(w) = inf.worker() {
             if client_gone {
                 debug!("request {id}: client disconnected while in a worker");
             }
@@ -539,20 +564,52 @@ impl Dispatcher {
         }
     }
 
-    /// Requests past their deadline: 504, whether queued or in a worker.
-    pub(super) fn expire_requests(&mut self, now: Instant) {
-        let expired: Vec<(u64, Option<usize>)> = self
-            .inflight
-            .iter()
-            .filter(|(_, inf)| !inf.streaming && now >= inf.deadline)
-            .map(|(&id, inf)| (id, inf.worker))
-            .collect();
-        for (id, worker) in expired {
+    /// Arm the pool's timer for a deadline (request expiry, respawn, recovery).
+    pub(super) fn arm_pool(&mut self, p: PoolId, at: Instant) {
+        if self.pools[p.0].armed.needs(at) {
+            self.timers.arm(at, Timer::Pool(p));
+        }
+    }
+
+    /// The pool's timer: expire requests past their deadline (504, whether queued or in
+    /// a worker; streams are bounded by the worker's heartbeats instead), recover a
+    /// degraded pool, start due workers. Then re-arm at the next deadline.
+    pub(super) fn pool_timer(&mut self, p: PoolId, now: Instant) {
+        self.pools[p.0].armed.fired();
+        let mut next: Option<Instant> = None;
+        while let Some(&(at, id)) = self.pools[p.0].deadlines.front() {
+            let Some(inf) = self.inflight.get(&id) else {
+                self.pools[p.0].deadlines.pop_front();
+                continue;
+            };
+            if inf.deadline > at {
+                // Extended by a heartbeat: re-file it at its new deadline.
+                let deadline = inf.deadline;
+                self.pools[p.0].deadlines.pop_front();
+                self.pools[p.0].deadlines.push_back((deadline, id));
+                continue;
+            }
+            if at > now {
+                next = Some(at);
+                break;
+            }
+            self.pools[p.0].deadlines.pop_front();
+            if matches!(inf.state, ReqState::Streaming(_)) {
+                continue;
+            }
+            let worker = inf.worker();
             info!("request {id}: timed out {}", if worker.is_some() { "in a worker" } else { "in the queue" });
-            self.fail_request(id, 504, "gateway timeout", now);
+            self.fail_request(id, 504, "gateway timeout");
             if let Some(w) = worker {
                 self.worker_abandoned(w, id);
             }
+        }
+        if self.pools[p.0].tick(now) {
+            info!("pool {} recovered after recovery_interval: starting its workers", self.pools[p.0].name());
+        }
+        self.manage_pools(now);
+        if let Some(at) = next {
+            self.arm_pool(p, at);
         }
     }
 
@@ -564,12 +621,15 @@ impl Dispatcher {
             warn!("{from}: forward to {}: no pool matches; dropped", meta.route);
             return;
         };
+        let p = PoolId(p);
         if self.admit(p, now).is_err() {
-            warn!("{from}: forward to {}: pool {} cannot take it; dropped", meta.route, self.pools[p].name());
+            warn!("{from}: forward to {}: pool {} cannot take it; dropped", meta.route, self.pools[p.0].name());
             return;
         }
-        let id = self.next_request_id;
-        self.next_request_id += 1;
+        if !self.budget.fits(body.len() as u64) {
+            warn!("{from}: forward to {}: the buffer budget is spent; dropped", meta.route);
+            return;
+        }
         let mut headers = Vec::new();
         if let Some(ct) = &meta.content_type {
             headers.push(("content-type".to_string(), ct.clone()));
@@ -587,32 +647,37 @@ impl Dispatcher {
             forwarded: true,
             context: serde_json::Value::Null,
         };
-        let mut frame = Vec::new();
-        ipc::encode_json(&mut frame, FrameType::Request, id, &req_meta, &body);
-        let pool = &mut self.pools[p];
-        pool.queue.push_back(id);
-        self.inflight.insert(
-            id,
-            Inflight {
-                conn: None,
-                pool: p,
-                worker: None,
-                deadline: now + pool.config.timeout,
-                frame: Some(frame),
-                streaming: false,
-                keep_alive: false,
-                head_only: false,
-                version: Version::Http11,
-                x_request_id: String::new(),
-                access: AccessInfo::default(),
-            },
-        );
-        self.pump_pool(p, now);
+        let id = self.alloc_request_id();
+        let frame = match encode_request(id, &req_meta, &body) {
+            Ok(frame) => frame,
+            Err(e) => {
+                warn!("{from}: forward to {}: {e}; dropped", meta.route);
+                return;
+            }
+        };
+        let reply = ReplyTo {
+            version: Version::Http11,
+            head_only: false,
+            keep_alive: false,
+            x_request_id: String::new(),
+            access: AccessInfo::default(),
+        };
+        self.new_request(id, None, p, frame, reply, now);
     }
 
     fn log_access(&self, a: &AccessInfo, status: u16, bytes: u64) {
         crate::logging::access(self.config.server.access_log, a, status, bytes);
     }
+}
+
+/// A REQUEST frame, or why the protocol cannot carry it.
+fn encode_request(id: ReqId, meta: &RequestMeta, body: &[u8]) -> Result<Vec<u8>, String> {
+    if u32::try_from(body.len()).is_err() {
+        return Err(format!("a {}-byte body is over the worker protocol's 4 GiB frame limit", body.len()));
+    }
+    let mut frame = Vec::with_capacity(256 + body.len());
+    ipc::encode_json(&mut frame, FrameType::Request, id.0, meta, body);
+    Ok(frame)
 }
 
 /// The worker's own `content-length`, when it sent exactly one that parses (a HEAD answer).

@@ -1,14 +1,16 @@
 //! Worker processes as the dispatcher sees them: spawning into pool slots, writing
-//! request frames, reading and checking reply frames, capturing stdout/stderr, and
-//! supervision (stuck workers, deaths, reaping, restarts).
+//! request frames, reading and checking reply frames, death, and supervision (stuck
+//! workers, reaping, restarts).
 //!
-//! A worker's death is seen twice, by reply-pipe EOF and by SIGCHLD; whichever comes
-//! first fails its requests (500) and the reap decides the restart, because only the
-//! exit status says whether the slot is parked.
+//! A worker's death is seen by reply-pipe EOF, a failed write, a kill, or SIGCHLD.
+//! Whichever comes first records it (`Dirty::dying`); `worker_died` then reads the reply
+//! pipe to its end before failing anything, so every answer the worker sent is delivered
+//! (a reload or recycling retires workers that answer and exit at once). The reap decides
+//! the restart, because only the exit status says whether the slot is parked.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, error, info, log, warn};
 use mio::Interest;
@@ -17,85 +19,108 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::{Dispatcher, TAG_WORKER_REPLY, TAG_WORKER_REQUEST, TAG_WORKER_STDERR, TAG_WORKER_STDOUT, token};
+use super::output::{Capture, OutputPipe, Turn, Which};
+use super::timers::{Armed, Timer};
+use super::{
+    Dispatcher, Phase, PoolId, ReqId, ReqState, TAG_WORKER_REPLY, TAG_WORKER_REQUEST, TAG_WORKER_STDERR,
+    TAG_WORKER_STDOUT, WorkerKey, token, tuning,
+};
 use crate::config::WorkerKind;
 use crate::ipc::{
     self, ConfigMeta, CreditMeta, ForwardMeta, Frame, FrameDecoder, FrameType, HeartbeatMeta, HelloMeta, LogMeta,
     ResponseMeta,
 };
-use crate::pool::Exit;
+use crate::pool::{AfterExit, Exit};
 use crate::spawn::{self, Program, SpawnSpec};
 
-/// Time between SIGUSR2 (dump your stacks) and SIGKILL for a stuck worker.
-const STUCK_GRACE: Duration = Duration::from_secs(2);
-/// A worker that closed its reply pipe but has not exited by then is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
-/// Longest captured output line; longer ones are split.
-const MAX_LINE: usize = 16 * 1024;
 /// Ids remembered per worker for dropping late replies.
 const MAX_ABANDONED: usize = 4096;
+/// Bytes read from one reply pipe per turn (the rest next turn).
+const REPLY_TURN_BUDGET: usize = 1 << 20;
+/// Most bytes read from a dead worker's reply pipe: what it wrote before dying is in the
+/// pipe buffer (at most a few hundred KiB on Linux); a child it forked could keep
+/// writing, so the drain is bounded.
+const DEATH_DRAIN_LIMIT: usize = 16 << 20;
+/// Frames waiting toward one worker's request pipe before no more requests are handed
+/// to it (a frame is always accepted when nothing waits, so any size fits).
+const MAX_WORKER_BACKLOG: usize = 1 << 20;
 
-/// A captured stdout/stderr pipe and its partial line.
-#[derive(Debug)]
-struct OutputPipe {
-    rx: Receiver,
-    partial: Vec<u8>,
-}
-
+/// Where a worker process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ProcState {
     /// Started, HELLO not yet received.
     Starting,
     Ready,
-    /// STOP sent: no new requests.
+    /// STOP sent: no new requests; it answers what it holds and exits.
     Stopping,
-    /// Pipes closed (EOF, violation or kill): waiting for the reap.
-    Dead {
+    /// Dead or being killed: pipes closed, waiting for the reap (SIGKILL after
+    /// `exit_grace`).
+    Exiting {
         since: Instant,
     },
+}
+
+/// Whether the worker was sent SIGKILL (so a second one is pointless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    NotSent,
+    /// SIGUSR2 was sent at this time: SIGKILL follows after `stuck_grace`.
+    Warned(Instant),
+    Sent,
 }
 
 /// One worker process.
 #[derive(Debug)]
 pub struct WorkerProc {
-    pool: usize,
-    slot: usize,
+    serial: u64,
+    pool: PoolId,
+    /// Its slot in the pool; `None` once retired (reload, shrink).
+    slot: Option<usize>,
     pid: Pid,
-    /// `pool/slot`, used in every log line about this worker.
-    name: String,
     request_tx: Option<Sender>,
     tx_buf: Vec<u8>,
     tx_pos: usize,
-    tx_blocked: bool,
+    /// The request pipe has been full since then (a worker that stops reading is stuck).
+    tx_blocked_since: Option<Instant>,
     reply_rx: Option<Receiver>,
     decoder: FrameDecoder,
     stdout: Option<OutputPipe>,
     stderr: Option<OutputPipe>,
+    capture: Capture,
     state: ProcState,
+    kill: Kill,
     credits: u32,
     /// Requests handed to this worker and not yet answered by it (abandoned ones too:
     /// the worker is still busy with them).
-    in_hand: Vec<u64>,
+    in_hand: Vec<ReqId>,
     /// Requests the dispatcher finished itself (timeout, client gone), oldest first; late
     /// frames for them are dropped. Bounded by `MAX_ABANDONED`.
-    abandoned: VecDeque<u64>,
+    abandoned: VecDeque<ReqId>,
     /// Streams started and not ended.
-    streams: HashSet<u64>,
+    streams: HashSet<ReqId>,
     last_heartbeat: Instant,
     started: Instant,
+    /// When it said HELLO (`None`: it never did, so its death is a failed start).
+    ready_at: Option<Instant>,
     served: u64,
-    usr2_at: Option<Instant>,
-    killed: bool,
-    /// Requests failed at death, kept for the death log line.
-    victims: Vec<String>,
-    /// Detached from its slot by a reload or a shrink: it finishes what it holds after
-    /// STOP and exits; its slot (if still there) already has a successor.
-    retired: bool,
+    armed: Armed,
 }
 
 impl WorkerProc {
     fn free_credits(&self) -> usize {
         (self.credits as usize).saturating_sub(self.in_hand.len())
+    }
+
+    fn backlog(&self) -> usize {
+        self.tx_buf.len() - self.tx_pos
+    }
+
+    fn name(&self) -> &str {
+        &self.capture.name
+    }
+
+    fn alive(&self) -> bool {
+        !matches!(self.state, ProcState::Exiting { .. })
     }
 }
 
@@ -138,128 +163,154 @@ fn spawn_spec(pool: &crate::config::PoolConfig, slot: usize) -> SpawnSpec {
 }
 
 impl Dispatcher {
-    /// Start a process in every empty slot that is due.
-    pub(super) fn spawn_due_workers(&mut self, now: Instant) {
+    /// Start a process in every empty slot that is due, and arm each pool's next event.
+    pub(super) fn manage_pools(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Stopping { .. }) {
+            return;
+        }
         for p in 0..self.pools.len() {
             for slot in self.pools[p].slots_to_spawn(now) {
-                self.spawn_worker(p, slot, now);
+                self.spawn_worker(PoolId(p), slot, now);
+            }
+            if let Some(at) = self.pools[p].next_event() {
+                self.arm_pool(PoolId(p), at);
             }
         }
     }
 
-    fn spawn_worker(&mut self, p: usize, slot: usize, now: Instant) {
-        let pool = &self.pools[p];
+    fn spawn_worker(&mut self, p: PoolId, slot: usize, now: Instant) {
+        let pool = &self.pools[p.0];
         let name = format!("{}/{}", pool.name(), slot);
         let spec = spawn_spec(&pool.config, slot);
         let spawned = match spawn::spawn_worker(&spec) {
             Ok(s) => s,
             Err(e) => {
-                error!("{e}");
-                // Count it like a crash so the slot backs off instead of spinning.
-                if self.pools[p].on_worker_exit(slot, Exit::Code(127), Duration::ZERO, 0, now) {
-                    warn!("pool {} degraded: too many restarts", self.pools[p].name());
-                }
+                error!("worker {name} could not be started: {e}");
+                // Counted like a crash so the slot backs off instead of spinning.
+                let after = self.pools[p.0].on_spawn_failed(slot, now);
+                self.log_after_exit(p, &name, after, None);
                 return;
             }
         };
         let entry = self.workers.vacant_entry();
-        let key = entry.key();
+        let key = WorkerKey(entry.key());
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let cfg = &pool.config;
         let mut w = WorkerProc {
+            serial,
             pool: p,
-            slot,
+            slot: Some(slot),
             pid: spawned.pid,
-            name,
             request_tx: Some(spawned.request_tx),
             tx_buf: Vec::new(),
             tx_pos: 0,
-            tx_blocked: false,
+            tx_blocked_since: None,
             reply_rx: Some(spawned.reply_rx),
-            decoder: FrameDecoder::new(pool.config.max_frame_bytes),
-            stdout: Some(OutputPipe { rx: spawned.stdout_rx, partial: Vec::new() }),
-            stderr: Some(OutputPipe { rx: spawned.stderr_rx, partial: Vec::new() }),
+            decoder: FrameDecoder::new(cfg.max_frame_bytes),
+            stdout: Some(OutputPipe::new(spawned.stdout_rx)),
+            stderr: Some(OutputPipe::new(spawned.stderr_rx)),
+            capture: Capture::new(name, spawned.pid.as_raw(), tuning::max_output_rate(cfg), now),
             state: ProcState::Starting,
+            kill: Kill::NotSent,
             credits: 0,
             in_hand: Vec::new(),
             abandoned: VecDeque::new(),
             streams: HashSet::new(),
             last_heartbeat: now,
             started: now,
+            ready_at: None,
             served: 0,
-            usr2_at: None,
-            killed: false,
-            victims: Vec::new(),
-            retired: false,
+            armed: Armed::default(),
         };
         let reg = self.poll.registry();
         let ok = w
             .reply_rx
             .as_mut()
-            .is_some_and(|r| reg.register(r, token(TAG_WORKER_REPLY, key), Interest::READABLE).is_ok())
+            .is_some_and(|r| reg.register(r, token(TAG_WORKER_REPLY, key.0), Interest::READABLE).is_ok())
             && w.request_tx
                 .as_mut()
-                .is_some_and(|t| reg.register(t, token(TAG_WORKER_REQUEST, key), Interest::WRITABLE).is_ok())
+                .is_some_and(|t| reg.register(t, token(TAG_WORKER_REQUEST, key.0), Interest::WRITABLE).is_ok())
             && w.stdout
                 .as_mut()
-                .is_some_and(|o| reg.register(&mut o.rx, token(TAG_WORKER_STDOUT, key), Interest::READABLE).is_ok())
+                .is_some_and(|o| reg.register(&mut o.rx, token(TAG_WORKER_STDOUT, key.0), Interest::READABLE).is_ok())
             && w.stderr
                 .as_mut()
-                .is_some_and(|o| reg.register(&mut o.rx, token(TAG_WORKER_STDERR, key), Interest::READABLE).is_ok());
+                .is_some_and(|o| reg.register(&mut o.rx, token(TAG_WORKER_STDERR, key.0), Interest::READABLE).is_ok());
         let config = ConfigMeta {
             protocol: 1,
-            pool: pool.config.name.clone(),
+            pool: cfg.name.clone(),
             worker_id: slot,
-            heartbeat_interval: pool.config.heartbeat_interval.as_secs_f64(),
-            timeout: pool.config.timeout.as_secs_f64(),
-            log_level: pool.config.log_level.clone(),
-            kwargs: pool.config.kwargs.clone(),
+            heartbeat_interval: cfg.heartbeat_interval.as_secs_f64(),
+            timeout: cfg.timeout.as_secs_f64(),
+            log_level: cfg.log_level.clone(),
+            kwargs: cfg.kwargs.clone(),
         };
         ipc::encode_json(&mut w.tx_buf, FrameType::Config, 0, &config, &[]);
-        info!("worker {} started (pid {})", w.name, w.pid);
+        info!("worker {} started (pid {})", w.name(), w.pid);
         self.pids.insert(w.pid.as_raw(), key);
-        self.pools[p].slots[slot].worker = Some(key);
-        self.pools[p].slots[slot].respawn_at = None;
+        self.pools[p.0].occupy(slot, key);
         entry.insert(w);
+        self.arm_worker(key, now);
         if !ok {
-            self.worker_died(key, "could not register its pipes", now);
+            self.dirty.dying.push((key, "could not register its pipes".into()));
             return;
         }
         self.flush_worker(key);
     }
 
-    /// Hand queued requests to workers with free credits.
-    pub(super) fn pump_pool(&mut self, p: usize, now: Instant) {
-        while let Some(&id) = self.pools[p].queue.front() {
+    /// Hand queued requests to workers with free credits. A request waits (and is
+    /// answered 504 at its deadline if it must) while its client has
+    /// `max_connection_buffer` unread, or while the buffer budget is spent: its answer
+    /// would need room the dispatcher does not have.
+    pub(super) fn pump_pool(&mut self, p: PoolId, _now: Instant) {
+        if self.pools[p.0].queue_len() == 0 {
+            return;
+        }
+        let cap = tuning::max_connection_buffer(&self.config.server);
+        let candidates: Vec<ReqId> = self.pools[p.0].queued().take(256).collect();
+        for id in candidates {
+            if self.budget.exhausted() {
+                return;
+            }
             let Some(inf) = self.inflight.get(&id) else {
-                self.pools[p].queue.pop_front();
+                self.pools[p.0].dequeue(id);
                 continue;
             };
-            if now >= inf.deadline {
-                // Expired in the queue: it never reaches a worker.
-                self.fail_request(id, 504, "gateway timeout", now);
+            if let Some(c) = inf.conn
+                && self.conns.get(c.0).is_some_and(|c| c.unsent() >= cap)
+            {
                 continue;
             }
             let Some(key) = self.pick_worker(p) else { return };
-            self.pools[p].queue.pop_front();
             let Some(inf) = self.inflight.get_mut(&id) else { continue };
-            inf.worker = Some(key);
-            let frame = inf.frame.take().unwrap_or_default();
-            let w = &mut self.workers[key];
+            let ReqState::Queued { frame } = std::mem::replace(&mut inf.state, ReqState::InWorker(key)) else {
+                continue;
+            };
+            self.pools[p.0].dequeue(id);
+            let w = &mut self.workers[key.0];
             w.in_hand.push(id);
-            w.tx_buf.extend_from_slice(&frame);
+            if w.tx_buf.is_empty() {
+                w.tx_buf = frame; // the budget already counts it
+            } else {
+                w.tx_buf.extend_from_slice(&frame);
+            }
             self.flush_worker(key);
         }
     }
 
-    /// The ready worker with free credits, round-robin from the pool's pick position.
-    fn pick_worker(&mut self, p: usize) -> Option<usize> {
-        let pool = &mut self.pools[p];
+    /// The ready worker with a free credit and room in its pipe, round-robin from the
+    /// pool's pick position.
+    fn pick_worker(&mut self, p: PoolId) -> Option<WorkerKey> {
+        let pool = &mut self.pools[p.0];
         let n = pool.slots.len();
         for i in 0..n {
             let slot = (pool.next_pick + i) % n;
-            if let Some(key) = pool.slots[slot].worker
-                && let Some(w) = self.workers.get(key)
+            if let Some(key) = pool.slots[slot].worker()
+                && let Some(w) = self.workers.get(key.0)
                 && w.state == ProcState::Ready
                 && w.free_credits() > 0
+                && w.backlog() < MAX_WORKER_BACKLOG
             {
                 pool.next_pick = (slot + 1) % n;
                 return Some(key);
@@ -268,99 +319,118 @@ impl Dispatcher {
         None
     }
 
-    /// Write buffered frames to a worker's request pipe.
-    pub(super) fn flush_worker(&mut self, key: usize) {
-        let Some(w) = self.workers.get_mut(key) else { return };
+    /// Write buffered frames to a worker's request pipe. A failed write records the
+    /// worker as dying; the death is handled after the batch.
+    pub(super) fn flush_worker(&mut self, key: WorkerKey) {
+        let Some(w) = self.workers.get_mut(key.0) else { return };
+        let before = w.backlog();
         let Some(tx) = w.request_tx.as_mut() else { return };
+        let mut failed = None;
         while w.tx_pos < w.tx_buf.len() {
             match tx.write(&w.tx_buf[w.tx_pos..]) {
                 Ok(n) => w.tx_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    w.tx_blocked = true;
-                    return;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EPIPE: the worker closed its request pipe; it is dying or dead.
-                    let why = format!("request pipe write failed: {e}");
-                    self.worker_died(key, &why, Instant::now());
-                    return;
+                    failed = Some(e);
+                    break;
                 }
             }
         }
-        w.tx_buf.clear();
-        w.tx_pos = 0;
-        w.tx_blocked = false;
+        let written = before - w.backlog();
+        if w.tx_pos == w.tx_buf.len() {
+            w.tx_buf = Vec::new();
+            w.tx_pos = 0;
+            w.tx_blocked_since = None;
+        } else if written > 0 || w.tx_blocked_since.is_none() {
+            w.tx_blocked_since = Some(Instant::now());
+        }
+        let p = w.pool;
+        self.budget.change(written as u64, 0);
+        if let Some(e) = failed {
+            // EPIPE: the worker closed its request pipe; it is dying or dead.
+            self.dirty.dying.push((key, format!("closed its request pipe ({e})")));
+        } else if written > 0 {
+            self.dirty.pools.push(p);
+        }
     }
 
-    /// Read and handle every frame the worker sent.
-    /// `hangup`: epoll reported the write end closed, so read on to EOF even after a short
-    /// read (otherwise a short read means the pipe is drained: a later write raises a new
-    /// edge-triggered event).
-    pub(super) fn read_worker_replies(&mut self, key: usize, hangup: bool) {
+    /// Read and apply what the worker sent, up to `REPLY_TURN_BUDGET` (the rest next
+    /// turn). `hangup`: epoll saw the write end close, so read on to EOF even after a
+    /// short read.
+    pub(super) fn read_worker_replies(&mut self, key: WorkerKey, hangup: bool) {
         let now = Instant::now();
-        let mut eof = false;
-        {
-            let Some(w) = self.workers.get_mut(key) else { return };
-            let Some(rx) = w.reply_rx.as_mut() else { return };
-            loop {
-                match rx.read(&mut self.scratch) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        w.decoder.push(&self.scratch[..n]);
-                        if n < self.scratch.len() && !hangup {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        eof = true;
-                        break;
+        match self.read_reply_pipe(key, REPLY_TURN_BUDGET, hangup) {
+            Turn::Eof => {
+                self.apply_worker_frames(key, now);
+                self.dirty.dying.push((key, "closed its reply pipe".into()));
+            }
+            Turn::More => {
+                self.apply_worker_frames(key, now);
+                self.dirty.replies.push(key);
+            }
+            Turn::Drained => self.apply_worker_frames(key, now),
+        }
+    }
+
+    /// Read up to `budget` bytes from the reply pipe into the decoder.
+    fn read_reply_pipe(&mut self, key: WorkerKey, budget: usize, hangup: bool) -> Turn {
+        let Some(w) = self.workers.get_mut(key.0) else { return Turn::Drained };
+        let Some(rx) = w.reply_rx.as_mut() else { return Turn::Drained };
+        let mut left = budget;
+        while left > 0 {
+            match rx.read(&mut self.scratch) {
+                Ok(0) => return Turn::Eof,
+                Ok(n) => {
+                    w.decoder.push(&self.scratch[..n]);
+                    left = left.saturating_sub(n);
+                    if n < self.scratch.len() && !hangup {
+                        return Turn::Drained;
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Turn::Eof,
             }
         }
+        Turn::More
+    }
+
+    /// Apply every complete frame in the worker's decoder. A frame that breaks the
+    /// protocol kills the worker (its death is handled after the batch).
+    fn apply_worker_frames(&mut self, key: WorkerKey, now: Instant) {
         loop {
-            let Some(w) = self.workers.get_mut(key) else { return };
+            let Some(w) = self.workers.get_mut(key.0) else { return };
             match w.decoder.next_frame() {
                 Ok(Some(frame)) => {
                     if let Err(why) = self.handle_worker_frame(key, frame, now) {
-                        self.protocol_violation(key, &why, now);
-                        return;
+                        return self.protocol_violation(key, &why);
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    self.protocol_violation(key, &e.to_string(), now);
-                    return;
-                }
+                Ok(None) => return,
+                Err(e) => return self.protocol_violation(key, &e.to_string()),
             }
-        }
-        if eof {
-            self.worker_died(key, "closed its reply pipe", now);
         }
     }
 
-    fn protocol_violation(&mut self, key: usize, why: &str, now: Instant) {
-        if let Some(w) = self.workers.get_mut(key) {
-            error!("worker {} (pid {}) broke the protocol: {why}; killing it", w.name, w.pid);
+    fn protocol_violation(&mut self, key: WorkerKey, why: &str) {
+        if let Some(w) = self.workers.get_mut(key.0) {
+            error!("worker {} (pid {}) broke the protocol: {why}; killing it", w.name(), w.pid);
             let _ = kill(w.pid, Signal::SIGKILL);
-            w.killed = true;
+            w.kill = Kill::Sent;
+            // No further frame of it is read: the death must not drain a broken stream.
+            w.reply_rx = None;
         }
-        self.worker_died(key, "protocol violation", now);
+        self.dirty.dying.push((key, "protocol violation".into()));
     }
 
     /// One frame from a worker. Err = protocol violation.
-    fn handle_worker_frame(&mut self, key: usize, frame: Frame, now: Instant) -> Result<(), String> {
-        let w = &mut self.workers[key];
+    fn handle_worker_frame(&mut self, key: WorkerKey, frame: Frame, now: Instant) -> Result<(), String> {
+        let w = &mut self.workers[key.0];
         if w.state == ProcState::Starting && frame.kind != FrameType::Hello && frame.kind != FrameType::Log {
             return Err(format!("{} before HELLO", frame.kind.name()));
         }
-        let id = frame.request_id;
+        let id = ReqId(frame.request_id);
         match frame.kind {
             FrameType::Hello => {
                 if w.state != ProcState::Starting {
@@ -368,35 +438,43 @@ impl Dispatcher {
                 }
                 let hello: HelloMeta = frame.meta_json().map_err(|e| e.to_string())?;
                 w.state = ProcState::Ready;
+                w.ready_at = Some(now);
                 w.credits = hello.credits;
                 w.last_heartbeat = now;
+                w.capture.ready();
                 info!(
                     "worker {} ready (pid {}, {} credit(s), {:?} after start)",
-                    w.name,
+                    w.name(),
                     w.pid,
                     hello.credits,
                     now - w.started
                 );
-                let p = w.pool;
-                self.pump_pool(p, now);
+                self.dirty.pools.push(w.pool);
             }
             FrameType::Heartbeat => {
                 let hb: HeartbeatMeta = frame.meta_json().map_err(|e| e.to_string())?;
                 w.last_heartbeat = now;
-                w.usr2_at = None;
+                if let Kill::Warned(_) = w.kill {
+                    w.kill = Kill::NotSent;
+                }
                 // Abandoned requests the worker no longer holds free their credit.
                 // (They stay in `abandoned`: a reply may still be on its way.)
                 let abandoned = &w.abandoned;
-                w.in_hand.retain(|id| !abandoned.contains(id) || hb.in_hand.contains(id));
-                for id in &hb.extend {
-                    if w.in_hand.contains(id)
-                        && let Some(inf) = self.inflight.get_mut(id)
+                let before = w.in_hand.len();
+                w.in_hand.retain(|id| !abandoned.contains(id) || hb.in_hand.contains(&id.0));
+                let freed = w.in_hand.len() < before;
+                let p = w.pool;
+                for raw in &hb.extend {
+                    let id = ReqId(*raw);
+                    if w.in_hand.contains(&id)
+                        && let Some(inf) = self.inflight.get_mut(&id)
                     {
-                        inf.deadline = now + self.pools[inf.pool].config.timeout;
+                        inf.deadline = now + self.pools[inf.pool.0].config.timeout;
                     }
                 }
-                let p = w.pool;
-                self.pump_pool(p, now);
+                if freed {
+                    self.dirty.pools.push(p);
+                }
             }
             FrameType::Log => {
                 let rec: LogMeta = frame.meta_json().map_err(|e| e.to_string())?;
@@ -406,39 +484,25 @@ impl Dispatcher {
                     21..=30 => log::Level::Warn,
                     _ => log::Level::Error,
                 };
-                let who = if rec.name.is_empty() { w.name.clone() } else { format!("{} {}", w.name, rec.name) };
+                let who = if rec.name.is_empty() { w.name().to_string() } else { format!("{} {}", w.name(), rec.name) };
                 let critical = if rec.level >= 50 { "CRITICAL " } else { "" };
                 log!(target: "worker", level, "[{who}] {critical}{}", rec.msg);
             }
             FrameType::Credit => {
                 let c: CreditMeta = frame.meta_json().map_err(|e| e.to_string())?;
                 w.credits = c.credits;
-                let p = w.pool;
-                self.pump_pool(p, now);
+                self.dirty.pools.push(w.pool);
             }
             FrameType::Forward => {
                 let fwd: ForwardMeta = frame.meta_json().map_err(|e| e.to_string())?;
-                let from = w.name.clone();
+                let from = w.name().to_string();
                 self.forward(&from, fwd, frame.body, now);
             }
             FrameType::Response | FrameType::StreamStart | FrameType::StreamChunk | FrameType::StreamEnd => {
-                let finished = matches!(frame.kind, FrameType::Response | FrameType::StreamEnd);
-                if w.abandoned.contains(&id) {
-                    // A late frame for a request finished here (504, client gone): dropped.
-                    if finished {
-                        w.abandoned.retain(|&x| x != id);
-                        w.in_hand.retain(|&x| x != id);
-                        w.streams.remove(&id);
-                        let p = w.pool;
-                        self.pump_pool(p, now);
-                    } else if frame.kind == FrameType::StreamStart {
-                        w.streams.insert(id);
-                    }
-                    return Ok(());
-                }
                 if !w.in_hand.contains(&id) {
-                    return Err(format!("{} for request {id}, which this worker does not hold", frame.kind.name()));
+                    return Err(format!("{} for request {id}, which it does not hold", frame.kind.name()));
                 }
+                let finished = matches!(frame.kind, FrameType::Response | FrameType::StreamEnd);
                 let streaming = w.streams.contains(&id);
                 match frame.kind {
                     FrameType::Response | FrameType::StreamStart if streaming => {
@@ -463,30 +527,30 @@ impl Dispatcher {
                     }
                     _ => None,
                 };
+                let late = w.abandoned.contains(&id);
                 if finished {
                     w.in_hand.retain(|&x| x != id);
                     w.streams.remove(&id);
                     w.served += 1;
+                    self.dirty.pools.push(w.pool);
                 } else if frame.kind == FrameType::StreamStart {
                     w.streams.insert(id);
                 }
-                let p = w.pool;
+                if late {
+                    debug!("request {id}: late {} dropped", frame.kind.name());
+                    return Ok(());
+                }
                 match (frame.kind, meta) {
                     (FrameType::Response, Some(meta)) => {
-                        self.complete_request(id, meta.status, meta.headers, &frame.body, now);
+                        self.complete_request(id, meta.status, meta.headers, &frame.body)
                     }
-                    (FrameType::StreamStart, Some(meta)) => {
-                        self.start_stream(id, meta.status, meta.headers, now);
-                    }
+                    (FrameType::StreamStart, Some(meta)) => self.start_stream(id, key, meta.status, meta.headers),
                     (FrameType::StreamChunk, _) => {
-                        if !self.stream_chunk(id, &frame.body, now) {
+                        if !self.stream_chunk(id, &frame.body) {
                             self.worker_abandoned(key, id);
                         }
                     }
-                    _ => self.end_stream(id, now),
-                }
-                if finished {
-                    self.pump_pool(p, now);
+                    _ => self.end_stream(id),
                 }
             }
             other => return Err(format!("{} is not a worker-to-dispatcher frame", other.name())),
@@ -495,81 +559,70 @@ impl Dispatcher {
     }
 
     /// The dispatcher finished a request the worker still holds: tell it, drop late frames.
-    pub(super) fn worker_abandoned(&mut self, key: usize, id: u64) {
-        let Some(w) = self.workers.get_mut(key) else { return };
-        if !w.in_hand.contains(&id) || matches!(w.state, ProcState::Dead { .. }) {
+    pub(super) fn worker_abandoned(&mut self, key: WorkerKey, id: ReqId) {
+        let Some(w) = self.workers.get_mut(key.0) else { return };
+        if !w.in_hand.contains(&id) || !w.alive() {
             return;
         }
         if w.abandoned.len() >= MAX_ABANDONED {
             w.abandoned.pop_front();
         }
         w.abandoned.push_back(id);
-        ipc::encode_frame(&mut w.tx_buf, FrameType::Disconnect, id, &[], &[]);
+        ipc::encode_frame(&mut w.tx_buf, FrameType::Disconnect, id.0, &[], &[]);
         self.flush_worker(key);
     }
 
     /// FLOW for one of the worker's streams.
-    pub(super) fn send_flow(&mut self, key: usize, id: u64, paused: bool) {
-        let Some(w) = self.workers.get_mut(key) else { return };
-        if !w.streams.contains(&id) || matches!(w.state, ProcState::Dead { .. }) {
+    pub(super) fn send_flow(&mut self, key: WorkerKey, id: ReqId, paused: bool) {
+        let Some(w) = self.workers.get_mut(key.0) else { return };
+        if !w.streams.contains(&id) || !w.alive() {
             return;
         }
-        ipc::encode_json(&mut w.tx_buf, FrameType::Flow, id, &ipc::FlowMeta { paused }, &[]);
+        ipc::encode_json(&mut w.tx_buf, FrameType::Flow, id.0, &ipc::FlowMeta { paused }, &[]);
         self.flush_worker(key);
     }
 
-    /// Captured stdout/stderr: log complete lines under the worker's name.
-    pub(super) fn read_worker_output(&mut self, key: usize, is_stderr: bool) {
-        let Some(w) = self.workers.get_mut(key) else { return };
-        let name = w.name.clone();
-        let pid = w.pid;
-        let pipe = if is_stderr { &mut w.stderr } else { &mut w.stdout };
+    /// Captured stdout/stderr: one budgeted turn; more next turn, or once the worker's
+    /// output rate allows.
+    pub(super) fn read_worker_output(&mut self, key: WorkerKey, which: Which) {
+        let now = Instant::now();
+        let Some(w) = self.workers.get_mut(key.0) else { return };
+        let pipe = match which {
+            Which::Stdout => &mut w.stdout,
+            Which::Stderr => &mut w.stderr,
+        };
         let Some(out) = pipe.as_mut() else { return };
-        let stream = if is_stderr { "stderr" } else { "stdout" };
-        let mut eof = false;
-        loop {
-            match out.rx.read(&mut self.scratch) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    out.partial.extend_from_slice(&self.scratch[..n]);
-                    while let Some(pos) = out.partial.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = out.partial.drain(..=pos).collect();
-                        log_output_line(&name, pid, stream, &line[..line.len() - 1]);
-                    }
-                    if out.partial.len() > MAX_LINE {
-                        let line: Vec<u8> = std::mem::take(&mut out.partial);
-                        log_output_line(&name, pid, stream, &line);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    eof = true;
-                    break;
+        match w.capture.read(out, which, &mut self.scratch, now) {
+            Turn::Drained => {}
+            Turn::More if w.capture.over_rate() => {
+                let at = w.capture.refill_at(now);
+                self.timers.arm(at, Timer::Worker(key, w.serial));
+            }
+            Turn::More => self.dirty.output.push(key),
+            Turn::Eof => {
+                if let Some(mut o) = pipe.take() {
+                    let _ = self.poll.registry().deregister(&mut o.rx);
                 }
             }
         }
-        if eof {
-            if !out.partial.is_empty() {
-                log_output_line(&name, pid, stream, &std::mem::take(&mut out.partial));
-            }
-            if let Some(mut o) = pipe.take() {
-                let _ = self.poll.registry().deregister(&mut o.rx);
-            }
-        }
+        w.capture.report_dropped(now, false);
     }
 
-    /// A worker is gone or must be: fail its requests, close its pipes. The reap (or a
-    /// kill after a grace period) completes the job.
-    pub(super) fn worker_died(&mut self, key: usize, why: &str, now: Instant) {
-        let Some(w) = self.workers.get_mut(key) else { return };
-        if matches!(w.state, ProcState::Dead { .. }) {
+    /// A worker is gone or must be: read what it sent to the end, apply it, then fail
+    /// the requests it still holds (500), close its pipes. The reap (or a kill after
+    /// `exit_grace`) completes the job.
+    pub(super) fn worker_died(&mut self, key: WorkerKey, why: &str, now: Instant) {
+        let Some(w) = self.workers.get_mut(key.0) else { return };
+        if !w.alive() {
             return;
         }
-        w.state = ProcState::Dead { since: now };
+        let was_ready = w.ready_at.is_some();
+        w.state = ProcState::Exiting { since: now };
+        // Death is final only after the pipe is drained: a worker that answered and then
+        // exited (STOP, recycling) must not have its answers turned into 500s.
+        self.read_reply_pipe(key, DEATH_DRAIN_LIMIT, true);
+        self.apply_worker_frames(key, now);
+        let Some(w) = self.workers.get_mut(key.0) else { return };
         let reg = self.poll.registry();
         if let Some(mut tx) = w.request_tx.take() {
             let _ = reg.deregister(&mut tx);
@@ -577,28 +630,55 @@ impl Dispatcher {
         if let Some(mut rx) = w.reply_rx.take() {
             let _ = reg.deregister(&mut rx);
         }
-        let victims: Vec<u64> = std::mem::take(&mut w.in_hand);
-        let name = w.name.clone();
-        let pid = w.pid;
-        let mut described = Vec::new();
-        for id in &victims {
-            if let Some(inf) = self.inflight.get(id) {
-                described.push(format!("{id} {} {}", inf.access.method, inf.access.target));
-            }
-        }
-        // Output may still hold the worker's last words (a traceback): drain it now.
-        self.read_worker_output(key, false);
-        self.read_worker_output(key, true);
-        if described.is_empty() {
+        self.budget.change(w.backlog() as u64, 0);
+        w.tx_buf = Vec::new();
+        w.tx_pos = 0;
+        let victims: Vec<ReqId> =
+            std::mem::take(&mut w.in_hand).into_iter().filter(|id| !w.abandoned.contains(id)).collect();
+        let (name, pid, pool) = (w.name().to_string(), w.pid, w.pool);
+        let described: Vec<String> = victims
+            .iter()
+            .filter_map(|id| {
+                self.inflight.get(id).map(|inf| format!("{id} {} {}", inf.reply.access.method, inf.reply.access.target))
+            })
+            .collect();
+        // Output may still hold the worker's last words (a traceback): read them now.
+        self.drain_output(key, now);
+        if !was_ready {
+            // Reported with its exit status when reaped.
+        } else if described.is_empty() {
             info!("worker {name} (pid {pid}) {why}");
         } else {
             warn!("worker {name} (pid {pid}) {why}; failing its requests: [{}]", described.join(", "));
         }
-        if let Some(w) = self.workers.get_mut(key) {
-            w.victims = described;
-        }
         for id in victims {
-            self.fail_request(id, 500, "worker died", now);
+            self.fail_request(id, 500, "worker died");
+        }
+        self.dirty.pools.push(pool);
+        self.arm_worker(key, now);
+    }
+
+    /// Read a dying worker's output pipes, bounded.
+    fn drain_output(&mut self, key: WorkerKey, now: Instant) {
+        for which in [Which::Stdout, Which::Stderr] {
+            for _ in 0..4 {
+                let Some(w) = self.workers.get_mut(key.0) else { return };
+                let pipe = match which {
+                    Which::Stdout => &mut w.stdout,
+                    Which::Stderr => &mut w.stderr,
+                };
+                let Some(out) = pipe.as_mut() else { break };
+                match w.capture.read(out, which, &mut self.scratch, now) {
+                    Turn::More => continue,
+                    Turn::Drained => break,
+                    Turn::Eof => {
+                        if let Some(mut o) = pipe.take() {
+                            let _ = self.poll.registry().deregister(&mut o.rx);
+                        }
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -627,124 +707,222 @@ impl Dispatcher {
         };
         let how = match exit {
             Exit::Code(c) => format!("exited with status {c}"),
-            Exit::Signal(s) => format!("was killed by signal {s}"),
+            Exit::Signal(s) => format!("was killed by signal {s} ({})", signal_name(s)),
         };
+        let was_ready = self.workers.get(key.0).is_some_and(|w| w.ready_at.is_some());
         self.worker_died(key, &how, now);
-        // Drain what is left of its output before the pipes go.
-        self.read_worker_output(key, false);
-        self.read_worker_output(key, true);
-        let mut w = self.workers.remove(key);
+        self.drain_output(key, now);
+        let mut w = self.workers.remove(key.0);
         for mut o in [w.stdout.take(), w.stderr.take()].into_iter().flatten() {
             let _ = self.poll.registry().deregister(&mut o.rx);
         }
-        if w.retired {
-            info!("retired worker {} (pid {}) {how}", w.name, w.pid);
+        w.capture.report_dropped(now, true);
+        let last_words = w.capture.last_words();
+        let name = w.name().to_string();
+        let Some(slot) = w.slot else {
+            info!("retired worker {name} (pid {pid}) {how}");
             return;
-        }
-        let stopping = self.phase != super::Phase::Running;
-        let uptime = now - w.started;
-        let pool = &mut self.pools[w.pool];
-        if stopping {
-            // Shutting down: the slot stays empty.
-            pool.slots[w.slot].worker = None;
-            pool.slots[w.slot].respawn_at = Some(now + Duration::from_secs(3600));
-            return;
-        }
-        let became_degraded = pool.on_worker_exit(w.slot, exit, uptime, w.served, now);
-        let slot = &pool.slots[w.slot];
-        if slot.parked {
-            warn!("worker {} (pid {}) {how}: permanent failure, slot parked", w.name, w.pid);
+        };
+        let p = w.pool;
+        let after = self.pools[p.0].on_worker_exit(slot, key, exit, now - w.started, w.served, now);
+        if !was_ready {
+            self.report_failed_start(p, &name, pid, &how, last_words);
+        } else if after == AfterExit::Nothing {
+            info!("worker {name} (pid {pid}) {how}");
+        } else if exit != Exit::Code(0) {
+            warn!("worker {name} (pid {pid}) {how}");
         } else {
-            let delay = slot.respawn_at.map(|t| t.saturating_duration_since(now)).unwrap_or_default();
-            info!("worker {} (pid {}) {how}; restarting in {:?}", w.name, w.pid, delay);
+            info!("worker {name} (pid {pid}) {how}");
         }
-        if became_degraded {
-            warn!(
-                "pool {} degraded: {} restarts in {:?} (max {}) or all slots parked",
-                pool.name(),
-                pool.restarts_in_window(),
-                pool.config.restart_window,
-                pool.config.max_restarts
-            );
-            let queued: Vec<u64> = pool.queue.drain(..).collect();
-            for id in queued {
-                self.fail_request(id, 503, "service degraded", now);
-            }
-        }
-        self.spawn_due_workers(now);
+        self.log_after_exit(p, &name, after, Some(&how));
+        self.manage_pools(now);
     }
 
-    /// Stuck workers (no heartbeat for stuck_timeout): SIGUSR2, then SIGKILL after a grace.
-    /// Workers that closed their pipes but linger: SIGKILL.
-    pub(super) fn supervise_workers(&mut self, now: Instant) {
-        let mut died = Vec::new();
-        for (key, w) in self.workers.iter_mut() {
-            if w.killed {
-                continue;
+    /// A worker died before HELLO: its held output is the reason. The first failure of
+    /// a pool is logged in full; the same words again are one line with a count.
+    fn report_failed_start(&mut self, p: PoolId, name: &str, pid: Pid, how: &str, words: Vec<(Which, String)>) {
+        let text: Vec<String> = words.iter().map(|(_, l)| l.clone()).collect();
+        let pool = &mut self.pools[p.0];
+        let cause = text.iter().rev().find(|l| !l.trim().is_empty()).cloned().unwrap_or_default();
+        if pool.last_failure.as_ref().is_some_and(|(t, _)| *t == text) {
+            if let Some((_, n)) = pool.last_failure.as_mut() {
+                *n += 1;
+                warn!(
+                    "worker {name} (pid {pid}) exited before it was ready ({how}): same error as before, {} times now",
+                    n
+                );
             }
-            if let ProcState::Dead { since } = w.state {
-                if now.duration_since(since) > EXIT_GRACE {
-                    let _ = kill(w.pid, Signal::SIGKILL);
-                    w.killed = true;
+            return;
+        }
+        warn!(
+            "worker {name} (pid {pid}) exited before it was ready ({how}){}",
+            if cause.is_empty() { String::new() } else { format!(": {cause}") }
+        );
+        for (which, line) in &words {
+            super::output::log_line(name, pid.as_raw(), *which, line);
+        }
+        pool.last_failure = Some((text, 1));
+    }
+
+    /// Say what follows a worker's exit, once, in one wording.
+    fn log_after_exit(&mut self, p: PoolId, name: &str, after: AfterExit, how: Option<&str>) {
+        let now = Instant::now();
+        match after {
+            AfterExit::Restart { at } => {
+                let delay = at.saturating_duration_since(now);
+                if delay.is_zero() {
+                    debug!("worker {name}: restarting now");
+                } else {
+                    info!("worker {name}: restarting in {delay:.1?} (backoff)");
                 }
-                continue;
+                self.arm_pool(p, at);
             }
-            let stuck_timeout = self.pools[w.pool].config.stuck_timeout;
-            if now.duration_since(w.last_heartbeat) <= stuck_timeout {
-                continue;
+            AfterExit::Parked => warn!("worker {name}: permanent failure exit code, slot parked"),
+            AfterExit::Degraded { became: true } => {
+                let pool = &self.pools[p.0];
+                let cause = match (&pool.last_failure, how) {
+                    (Some((text, _)), _) if !text.is_empty() => {
+                        text.iter().rev().find(|l| !l.trim().is_empty()).cloned().unwrap_or_default()
+                    }
+                    (_, Some(how)) => format!("last worker {how}"),
+                    _ => "workers could not be started".into(),
+                };
+                let why = if pool.parked_count() == pool.slots.len() {
+                    "every slot parked".to_string()
+                } else {
+                    format!(
+                        "{} restarts in {:?} (max {})",
+                        pool.restarts_in_window(),
+                        pool.config.restart_window,
+                        pool.config.max_restarts
+                    )
+                };
+                let until = match pool.config.recovery_interval {
+                    Some(r) => format!("retrying in {r:?}"),
+                    None => "until a reload (SIGHUP)".into(),
+                };
+                error!("pool {} degraded: {why}; cause: {cause}; answering 503, {until}", pool.name());
+                let queued = self.pools[p.0].drain_queue();
+                for id in queued {
+                    self.fail_request(id, 503, "service degraded");
+                }
+                if let Some(at) = self.pools[p.0].next_event() {
+                    self.arm_pool(p, at);
+                }
             }
-            let held: Vec<String> = w
-                .in_hand
-                .iter()
-                .map(|id| match self.inflight.get(id) {
-                    Some(inf) => format!("{id} {} {}", inf.access.method, inf.access.target),
-                    None => id.to_string(),
+            AfterExit::Degraded { became: false } | AfterExit::Nothing => {}
+        }
+    }
+
+    fn arm_worker(&mut self, key: WorkerKey, now: Instant) {
+        let Some(at) = self.worker_deadline(key, now) else { return };
+        let Some(w) = self.workers.get_mut(key.0) else { return };
+        if w.armed.needs(at) {
+            self.timers.arm(at, Timer::Worker(key, w.serial));
+        }
+    }
+
+    /// The next time supervision has something to check for this worker.
+    fn worker_deadline(&self, key: WorkerKey, _now: Instant) -> Option<Instant> {
+        let w = self.workers.get(key.0)?;
+        let cfg = &self.pools[w.pool.0].config;
+        match (w.state, w.kill) {
+            (_, Kill::Sent) => None,
+            (ProcState::Exiting { since }, _) => Some(since + tuning::exit_grace(cfg)),
+            (_, Kill::Warned(at)) => Some(at + tuning::stuck_grace(cfg)),
+            _ => {
+                let silent = w.last_heartbeat + cfg.stuck_timeout;
+                Some(match w.tx_blocked_since {
+                    Some(t) => silent.min(t + cfg.stuck_timeout),
+                    None => silent,
                 })
-                .collect();
-            match w.usr2_at {
-                None => {
-                    warn!(
-                        "worker {} (pid {}) sent no heartbeat for {:?}: SIGUSR2 (stack dump), holding [{}]",
-                        w.name,
-                        w.pid,
-                        now.duration_since(w.last_heartbeat),
-                        held.join(", ")
-                    );
-                    let _ = kill(w.pid, Signal::SIGUSR2);
-                    w.usr2_at = Some(now);
-                }
-                Some(at) if now.duration_since(at) >= STUCK_GRACE => {
-                    warn!("worker {} (pid {}) stuck: SIGKILL, holding [{}]", w.name, w.pid, held.join(", "));
-                    let _ = kill(w.pid, Signal::SIGKILL);
-                    w.killed = true;
-                    died.push(key);
-                }
-                Some(_) => {}
             }
         }
-        for key in died {
-            self.worker_died(key, "was stuck and killed", now);
+    }
+
+    /// A worker's timer: gunicorn's "murder" step for one worker. No heartbeat for
+    /// `stuck_timeout` (or a request pipe it has not read for as long): SIGUSR2 (stack
+    /// dump), then SIGKILL after `stuck_grace`. A worker whose pipes closed but which has
+    /// not exited after `exit_grace`: SIGKILL. Also resumes rate-limited output.
+    pub(super) fn worker_timer(&mut self, key: WorkerKey, serial: u64, now: Instant) {
+        let Some(w) = self.workers.get_mut(key.0) else { return };
+        if w.serial != serial {
+            return;
         }
+        w.armed.fired();
+        if w.stdout.is_some() || w.stderr.is_some() {
+            self.dirty.output.push(key);
+        }
+        let Some(w) = self.workers.get_mut(key.0) else { return };
+        let cfg = &self.pools[w.pool.0].config;
+        let stuck_timeout = cfg.stuck_timeout;
+        let grace = tuning::stuck_grace(cfg);
+        let exit_grace = tuning::exit_grace(cfg);
+        match (w.state, w.kill) {
+            (_, Kill::Sent) => {}
+            (ProcState::Exiting { since }, _) => {
+                if now.duration_since(since) >= exit_grace {
+                    warn!(
+                        "worker {} (pid {}) did not exit {exit_grace:?} after its pipes closed: SIGKILL",
+                        w.name(),
+                        w.pid
+                    );
+                    let _ = kill(w.pid, Signal::SIGKILL);
+                    w.kill = Kill::Sent;
+                }
+            }
+            (_, Kill::Warned(at)) => {
+                if now.duration_since(at) >= grace {
+                    let held = self.describe_held(key);
+                    let Some(w) = self.workers.get_mut(key.0) else { return };
+                    warn!("worker {} (pid {}) stuck: SIGKILL, holding [{held}]", w.name(), w.pid);
+                    let _ = kill(w.pid, Signal::SIGKILL);
+                    w.kill = Kill::Sent;
+                    self.dirty.dying.push((key, "was stuck and killed".into()));
+                }
+            }
+            (_, Kill::NotSent) => {
+                let silent = now.duration_since(w.last_heartbeat);
+                let blocked = w.tx_blocked_since.map(|t| now.duration_since(t));
+                let why = if silent > stuck_timeout {
+                    Some(format!("sent no heartbeat for {silent:.1?}"))
+                } else {
+                    blocked.filter(|b| *b > stuck_timeout).map(|b| format!("has not read its request pipe for {b:.1?}"))
+                };
+                if let Some(why) = why {
+                    let held = self.describe_held(key);
+                    let Some(w) = self.workers.get_mut(key.0) else { return };
+                    warn!("worker {} (pid {}) {why}: SIGUSR2 (stack dump), holding [{held}]", w.name(), w.pid);
+                    let _ = kill(w.pid, Signal::SIGUSR2);
+                    w.kill = Kill::Warned(now);
+                }
+            }
+        }
+        self.arm_worker(key, now);
+    }
+
+    fn describe_held(&self, key: WorkerKey) -> String {
+        let Some(w) = self.workers.get(key.0) else { return String::new() };
+        w.in_hand
+            .iter()
+            .map(|id| match self.inflight.get(id) {
+                Some(inf) => format!("{id} {} {}", inf.reply.access.method, inf.reply.access.target),
+                None => id.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Detach a worker from its slot and STOP it: it takes no new requests, answers those
     /// it holds, and exits; the slot starts a successor at once (reload, SIGTTOU).
-    pub(super) fn retire_worker(&mut self, key: usize) {
-        let Some(w) = self.workers.get_mut(key) else { return };
-        if w.retired {
+    pub(super) fn retire_worker(&mut self, key: WorkerKey) {
+        let Some(w) = self.workers.get_mut(key.0) else { return };
+        let Some(slot) = w.slot.take() else { return };
+        self.pools[w.pool.0].vacate(slot, key);
+        if !w.alive() {
             return;
         }
-        w.retired = true;
-        if let Some(slot) = self.pools[w.pool].slots.get_mut(w.slot)
-            && slot.worker == Some(key)
-        {
-            slot.worker = None;
-            slot.respawn_at = None;
-        }
-        if matches!(w.state, ProcState::Dead { .. }) {
-            return;
-        }
-        info!("retiring worker {} (pid {}): finishing {} request(s), then exiting", w.name, w.pid, w.in_hand.len());
+        info!("retiring worker {} (pid {}): finishing {} request(s), then exiting", w.name(), w.pid, w.in_hand.len());
         w.state = ProcState::Stopping;
         ipc::encode_frame(&mut w.tx_buf, FrameType::Stop, 0, &[], &[]);
         self.flush_worker(key);
@@ -755,31 +933,36 @@ impl Dispatcher {
         let keys: Vec<usize> = self.workers.iter().map(|(k, _)| k).collect();
         for key in keys {
             let w = &mut self.workers[key];
-            if matches!(w.state, ProcState::Dead { .. }) {
+            if !w.alive() || w.state == ProcState::Stopping {
                 continue;
             }
             w.state = ProcState::Stopping;
             ipc::encode_frame(&mut w.tx_buf, FrameType::Stop, 0, &[], &[]);
-            self.flush_worker(key);
+            self.flush_worker(WorkerKey(key));
         }
     }
 
     pub(super) fn kill_all_workers(&mut self) {
         for (_, w) in self.workers.iter_mut() {
-            if !w.killed {
+            if w.kill != Kill::Sent {
                 let _ = kill(w.pid, Signal::SIGKILL);
-                w.killed = true;
+                w.kill = Kill::Sent;
             }
         }
     }
 
+    /// Whether a worker is ready for requests.
+    pub(super) fn worker_ready(&self, key: WorkerKey) -> bool {
+        self.workers.get(key.0).is_some_and(|w| w.state == ProcState::Ready)
+    }
+
     /// Per-worker numbers for the status handler.
-    pub(super) fn worker_status(&self, key: usize, now: Instant) -> Option<crate::sync_handlers::WorkerStatus> {
-        let w = self.workers.get(key)?;
+    pub(super) fn worker_status(&self, key: WorkerKey, now: Instant) -> Option<crate::sync_handlers::WorkerStatus> {
+        let w = self.workers.get(key.0)?;
         Some(crate::sync_handlers::WorkerStatus {
-            slot: w.slot,
+            slot: w.slot.unwrap_or(usize::MAX),
             pid: w.pid.as_raw(),
-            alive: !matches!(w.state, ProcState::Dead { .. }),
+            alive: w.alive(),
             ready: w.state == ProcState::Ready,
             last_heartbeat_age: now.duration_since(w.last_heartbeat).as_secs_f64(),
             in_hand: w.in_hand.len(),
@@ -789,12 +972,7 @@ impl Dispatcher {
     }
 }
 
-fn log_output_line(name: &str, pid: Pid, stream: &str, line: &[u8]) {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_end_matches('\r');
-    if stream == "stderr" {
-        warn!(target: "worker", "[{name} pid={pid} stderr] {text}");
-    } else {
-        info!(target: "worker", "[{name} pid={pid} stdout] {text}");
-    }
+/// A signal's name for log lines (`SIGKILL`), or `signal N`.
+fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
 }

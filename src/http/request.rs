@@ -157,6 +157,26 @@ impl RequestReader {
         }
     }
 
+    /// Body bytes of the pending request taken in so far (for the body's rate clock).
+    pub fn body_received(&self) -> u64 {
+        match &self.state {
+            State::Body { request, .. } => request.body.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Memory the pending body claims: its declared Content-Length in full (the budget
+    /// is paid before the bytes arrive), or what a chunked body has so far.
+    pub fn body_reserved(&self) -> u64 {
+        match &self.state {
+            State::Body { request, body: BodyState::Length(remaining), .. } => {
+                (request.body.len() as u64).saturating_add(*remaining)
+            }
+            State::Body { request, body: BodyState::Chunked(_), .. } => request.body.len() as u64,
+            _ => 0,
+        }
+    }
+
     /// Bytes received but not yet consumed.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos

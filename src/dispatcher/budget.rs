@@ -1,0 +1,57 @@
+//! The one owner of the dispatcher's memory ceiling: every buffered request body, queued
+//! request frame, and response waiting for a client is counted here
+//! (`[server] max_buffered_bytes`). Past the limit, new request bodies are refused with
+//! 503 and no new request is handed to a worker (whose answer would need room), so the
+//! total stays within the formula in docs/config.md whatever clients and workers do.
+
+#[derive(Debug)]
+pub struct Budget {
+    limit: u64,
+    used: u64,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Budget {
+        Budget { limit, used: 0 }
+    }
+
+    /// Whether `more` bytes fit under the limit now.
+    pub fn fits(&self, more: u64) -> bool {
+        self.used.saturating_add(more) <= self.limit
+    }
+
+    pub fn exhausted(&self) -> bool {
+        self.used >= self.limit
+    }
+
+    /// An owner's holding changed from `before` to `after` bytes.
+    pub fn change(&mut self, before: u64, after: u64) {
+        self.used = self.used.saturating_sub(before).saturating_add(after);
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Budget;
+
+    #[test]
+    fn counts_changes_and_refuses_past_the_limit() {
+        let mut b = Budget::new(100);
+        assert!(b.fits(100));
+        b.change(0, 60);
+        assert!(!b.fits(41));
+        b.change(60, 20);
+        assert_eq!(b.used(), 20);
+        assert!(b.fits(80));
+        b.change(20, 0);
+        assert!(!b.exhausted());
+    }
+}
