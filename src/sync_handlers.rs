@@ -84,6 +84,18 @@ pub fn health(s: &ServerStatus) -> SyncResponse {
     }
 }
 
+/// `ready`: placeholder answering what `health` answers.
+pub fn ready(s: &ServerStatus) -> SyncResponse {
+    // wired by the dispatcher
+    health(s)
+}
+
+/// `live`: placeholder answering what `health` answers.
+pub fn live(s: &ServerStatus) -> SyncResponse {
+    // wired by the dispatcher
+    health(s)
+}
+
 /// `status`: the whole snapshot as JSON.
 pub fn status(s: &ServerStatus) -> SyncResponse {
     SyncResponse::json(200, s)

@@ -21,6 +21,19 @@ pub const DEFAULT_HEADER_TIMEOUT: f64 = 10.0;
 pub const DEFAULT_BODY_TIMEOUT: f64 = 30.0;
 /// `server.write_timeout`, seconds.
 pub const DEFAULT_WRITE_TIMEOUT: f64 = 30.0;
+/// `server.max_buffered_bytes`: 256 MiB, global budget for bodies and responses held
+/// by the dispatcher.
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 256 * 1024 * 1024;
+/// Lower bound of `server.max_buffered_bytes`: 1 MiB.
+pub const MIN_MAX_BUFFERED_BYTES: u64 = 1024 * 1024;
+/// `server.max_connection_buffer`: 4 MiB of unsent response bytes per connection.
+pub const DEFAULT_MAX_CONNECTION_BUFFER: usize = 4 * 1024 * 1024;
+/// Lower bound of `server.max_connection_buffer`: 64 KiB, room for a response head.
+pub const MIN_MAX_CONNECTION_BUFFER: usize = 64 * 1024;
+/// `server.body_min_rate`, bytes per second; 0 disables the rate check.
+pub const DEFAULT_BODY_MIN_RATE: u64 = 1024;
+/// `server.fast_stop_timeout`, seconds.
+pub const DEFAULT_FAST_STOP_TIMEOUT: f64 = 2.0;
 /// `server.access_log`.
 pub const DEFAULT_ACCESS_LOG: AccessLog = AccessLog::Combined;
 /// `server.limits.max_request_line`, bytes.
@@ -61,10 +74,26 @@ pub const DEFAULT_RESTART_WINDOW: f64 = 300.0;
 pub const DEFAULT_LOG_LEVEL: &str = "warning";
 /// Accepted `pool.log_level` values (Python logging names).
 pub const LOG_LEVELS: [&str; 5] = ["debug", "info", "warning", "error", "critical"];
-/// `pool.max_frame_bytes`: 64 MiB.
-pub const DEFAULT_MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
+/// `pool.max_frame_bytes` floor: 64 MiB. The default is this or
+/// `max_body_bytes` + [`FRAME_META_ALLOWANCE`], whichever is larger.
+pub const DEFAULT_MAX_FRAME_BYTES: u64 = 64 * 1024 * 1024;
 /// Lower bound of `pool.max_frame_bytes`: room for a response head.
-pub const MIN_MAX_FRAME_BYTES: u32 = 1024;
+pub const MIN_MAX_FRAME_BYTES: u64 = 1024;
+/// Slack added to `max_body_bytes` for the frame limit.
+pub const FRAME_META_ALLOWANCE: u64 = 64 * 1024;
+/// Largest body a frame can carry: the frame header's `body_len` is a 32-bit field
+/// (`ipc::frame`), so 4 GiB - 1. Bounds `max_body_bytes` and `max_frame_bytes`.
+pub const MAX_FRAME_BODY: u64 = u32::MAX as u64;
+/// `pool.stuck_grace`, seconds between SIGUSR2 and SIGKILL for a silent worker.
+pub const DEFAULT_STUCK_GRACE: f64 = 2.0;
+/// `pool.exit_grace`, seconds a closed or stopped worker gets to exit before SIGKILL.
+pub const DEFAULT_EXIT_GRACE: f64 = 2.0;
+/// `pool.max_output_rate`: 1 MiB/s of worker stdout+stderr.
+pub const DEFAULT_MAX_OUTPUT_RATE: u64 = 1024 * 1024;
+/// Lower bound of `pool.max_output_rate`: 1 KiB/s.
+pub const MIN_MAX_OUTPUT_RATE: u64 = 1024;
+/// `pool.readiness`.
+pub const DEFAULT_READINESS: bool = true;
 
 /// The built-in configuration used when no `-c FILE` is given. It goes through the same
 /// parser and validation as a file. `path = "."` is resolved against the bundled static
@@ -82,6 +111,14 @@ authoritative = false
 [[sync]]
 path = "/health"
 kind = "health"
+
+[[sync]]
+path = "/ready"
+kind = "ready"
+
+[[sync]]
+path = "/live"
+kind = "live"
 
 [[sync]]
 path = "/status"

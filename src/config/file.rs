@@ -33,6 +33,10 @@ pub(super) struct FileServer {
     pub(super) body_timeout: Option<Seconds>,
     pub(super) write_timeout: Option<Seconds>,
     pub(super) access_log: Option<FileAccessLog>,
+    pub(super) max_buffered_bytes: Option<Bytes>,
+    pub(super) max_connection_buffer: Option<Bytes>,
+    pub(super) body_min_rate: Option<Bytes>,
+    pub(super) fast_stop_timeout: Option<Seconds>,
     #[serde(default)]
     pub(super) limits: FileLimits,
 }
@@ -51,7 +55,7 @@ pub(super) struct FileLimits {
     pub(super) max_request_line: Option<usize>,
     pub(super) max_headers: Option<usize>,
     pub(super) max_header_bytes: Option<usize>,
-    pub(super) max_body_bytes: Option<u64>,
+    pub(super) max_body_bytes: Option<Bytes>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +76,8 @@ pub(super) enum FileSyncKind {
     Health,
     Status,
     Metrics,
+    Ready,
+    Live,
     StaticResponse,
     Redirect,
     Custom,
@@ -128,7 +134,11 @@ pub(super) struct FilePool {
     pub(super) cwd: Option<String>,
     pub(super) user: Option<String>,
     pub(super) group: Option<String>,
-    pub(super) max_frame_bytes: Option<u32>,
+    pub(super) max_frame_bytes: Option<Bytes>,
+    pub(super) stuck_grace: Option<Seconds>,
+    pub(super) exit_grace: Option<Seconds>,
+    pub(super) max_output_rate: Option<Bytes>,
+    pub(super) readiness: Option<bool>,
     pub(super) kwargs: Option<toml::Table>,
 }
 
@@ -152,6 +162,30 @@ impl<'de> Deserialize<'de> for Seconds {
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Seconds, E> {
                 Ok(Seconds(v))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A size in bytes (or bytes per second): a non-negative integer. Its own type so a
+/// wrong value reads "expected a size in bytes", not "expected u64".
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bytes(pub(super) u64);
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes (an integer >= 0)")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Bytes, E> {
+                u64::try_from(v).map(Bytes).map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Bytes, E> {
+                Ok(Bytes(v))
             }
         }
         deserializer.deserialize_any(Visitor)

@@ -71,6 +71,16 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub limits: Limits,
     pub access_log: AccessLog,
+    /// Global budget for request bodies and responses buffered in the dispatcher.
+    pub max_buffered_bytes: u64,
+    /// Per-connection cap on buffered, unsent response bytes; above it the dispatcher
+    /// stops reading and dispatching for that client.
+    pub max_connection_buffer: usize,
+    /// Minimum average body rate in bytes/s (0 = off): the body deadline is
+    /// `body_timeout + received / body_min_rate` after the body started.
+    pub body_min_rate: u64,
+    /// After a fast stop (QUIT), how long to wait for killed workers to be reaped.
+    pub fast_stop_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +124,11 @@ pub enum SyncKind {
     Health,
     Status,
     Metrics,
+    /// Readiness: pools with `readiness = true` have live workers and the server is
+    /// not draining.
+    Ready,
+    /// Liveness: the event loop runs.
+    Live,
     StaticResponse {
         status: u16,
         body: String,
@@ -192,8 +207,19 @@ pub struct PoolConfig {
     pub group: Option<String>,
     /// Passed to workers in the CONFIG frame.
     pub kwargs: serde_json::Map<String, serde_json::Value>,
-    /// Largest frame body accepted from a worker.
-    pub max_frame_bytes: u32,
+    /// Largest frame body accepted from a worker (at most [`MAX_FRAME_BODY`]); at least
+    /// `max_body_bytes` + [`FRAME_META_ALLOWANCE`] unless set explicitly.
+    pub max_frame_bytes: u64,
+    /// Time between SIGUSR2 and SIGKILL for a worker that stopped heartbeating.
+    pub stuck_grace: Duration,
+    /// A worker that closed its pipes, or was sent STOP and holds nothing, is SIGKILLed
+    /// if it has not exited after this long.
+    pub exit_grace: Duration,
+    /// Worker stdout+stderr bytes per second (burst: one second's worth); the excess is
+    /// dropped and counted.
+    pub max_output_rate: u64,
+    /// Whether this pool counts for the `ready` endpoint.
+    pub readiness: bool,
 }
 
 impl Config {

@@ -22,7 +22,7 @@ pub(super) fn parse_route(text: &str, key: &str) -> Check<RoutePattern> {
     if is_prefix { Ok(RoutePattern::Prefix(path.to_string())) } else { Ok(RoutePattern::Exact(path.to_string())) }
 }
 
-pub(super) fn validate_pool(raw: FilePool, key: &str, base_dir: &Path) -> Check<PoolConfig> {
+pub(super) fn validate_pool(raw: FilePool, key: &str, base_dir: &Path, limits: &Limits) -> Check<PoolConfig> {
     let k = |field: &str| format!("{key}.{field}");
     let name = raw.name;
     if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -158,8 +158,13 @@ pub(super) fn validate_pool(raw: FilePool, key: &str, base_dir: &Path) -> Check<
             return Err(invalid(k(field), "expected a name or numeric id"));
         }
     }
-    let max_frame_bytes =
-        at_least(raw.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES, &k("max_frame_bytes"))?;
+    let max_frame_bytes = frame_limit(raw.max_frame_bytes.map(|b| b.0), limits.max_body_bytes, &k("max_frame_bytes"))?;
+    let max_output_rate = at_least(
+        raw.max_output_rate.map(|b| b.0),
+        DEFAULT_MAX_OUTPUT_RATE,
+        MIN_MAX_OUTPUT_RATE,
+        &k("max_output_rate"),
+    )?;
     let kwargs = match raw.kwargs {
         Some(table) => toml_table_to_json(table, &k("kwargs"))?,
         None => serde_json::Map::new(),
@@ -184,7 +189,37 @@ pub(super) fn validate_pool(raw: FilePool, key: &str, base_dir: &Path) -> Check<
         group: raw.group,
         kwargs,
         max_frame_bytes,
+        stuck_grace: non_negative_secs(raw.stuck_grace, DEFAULT_STUCK_GRACE, &k("stuck_grace"))?,
+        exit_grace: positive_secs(raw.exit_grace, DEFAULT_EXIT_GRACE, &k("exit_grace"))?,
+        max_output_rate,
+        readiness: raw.readiness.unwrap_or(DEFAULT_READINESS),
     })
+}
+
+/// The frame limit follows the body limit so a raised `max_body_bytes` still reaches the
+/// workers: default max(64 MiB, max_body_bytes + 64 KiB), capped at the wire's 32-bit body
+/// length. An explicit value below what request bodies need is refused.
+fn frame_limit(explicit: Option<u64>, max_body_bytes: u64, key: &str) -> Check<u64> {
+    let needed = (max_body_bytes + FRAME_META_ALLOWANCE).min(MAX_FRAME_BODY);
+    let Some(v) = explicit else {
+        return Ok(DEFAULT_MAX_FRAME_BYTES.max(needed));
+    };
+    if !(MIN_MAX_FRAME_BYTES..=MAX_FRAME_BODY).contains(&v) {
+        return Err(invalid(
+            key,
+            format!("expected a size in bytes in {MIN_MAX_FRAME_BYTES}..={MAX_FRAME_BODY}, got {v}"),
+        ));
+    }
+    if v < needed {
+        return Err(invalid(
+            key,
+            format!(
+                "expected at least server.limits.max_body_bytes + {FRAME_META_ALLOWANCE} ({needed}), got {v}: \
+                 request bodies would not fit in a frame"
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 /// TOML → JSON for `kwargs`: datetimes become their TOML text; non-finite floats are refused

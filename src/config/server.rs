@@ -35,8 +35,35 @@ pub(super) fn validate_server(raw: FileServer, base_dir: &Path) -> Check<ServerC
             64,
             "server.limits.max_header_bytes",
         )?,
-        max_body_bytes: limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        max_body_bytes: at_most(
+            limits.max_body_bytes.map(|b| b.0),
+            DEFAULT_MAX_BODY_BYTES,
+            MAX_FRAME_BODY,
+            "server.limits.max_body_bytes",
+            "bodies reach workers in frames whose body length is 32 bits",
+        )?,
     };
+    let max_buffered_bytes = at_least(
+        raw.max_buffered_bytes.map(|b| b.0),
+        DEFAULT_MAX_BUFFERED_BYTES,
+        MIN_MAX_BUFFERED_BYTES,
+        "server.max_buffered_bytes",
+    )?;
+    let max_connection_buffer = at_least(
+        raw.max_connection_buffer.map(|b| usize::try_from(b.0).unwrap_or(usize::MAX)),
+        DEFAULT_MAX_CONNECTION_BUFFER,
+        MIN_MAX_CONNECTION_BUFFER,
+        "server.max_connection_buffer",
+    )?;
+    if max_connection_buffer as u64 > max_buffered_bytes {
+        return Err(invalid(
+            "server.max_connection_buffer",
+            format!(
+                "expected at most server.max_buffered_bytes ({max_buffered_bytes}), got {max_connection_buffer}: \
+                 one connection could never fill its own buffer"
+            ),
+        ));
+    }
     Ok(ServerConfig {
         bind,
         backlog: at_least(raw.backlog, DEFAULT_BACKLOG, 1, "server.backlog")?,
@@ -54,6 +81,14 @@ pub(super) fn validate_server(raw: FileServer, base_dir: &Path) -> Check<ServerC
             Some(FileAccessLog::Combined) => AccessLog::Combined,
             Some(FileAccessLog::Json) => AccessLog::Json,
         },
+        max_buffered_bytes,
+        max_connection_buffer,
+        body_min_rate: raw.body_min_rate.map_or(DEFAULT_BODY_MIN_RATE, |b| b.0),
+        fast_stop_timeout: non_negative_secs(
+            raw.fast_stop_timeout,
+            DEFAULT_FAST_STOP_TIMEOUT,
+            "server.fast_stop_timeout",
+        )?,
     })
 }
 

@@ -10,6 +10,8 @@ pub(super) fn validate_sync(raw: FileSync, key: &str, auth: Option<&AuthConfig>)
         FileSyncKind::Health => "health",
         FileSyncKind::Status => "status",
         FileSyncKind::Metrics => "metrics",
+        FileSyncKind::Ready => "ready",
+        FileSyncKind::Live => "live",
         FileSyncKind::StaticResponse => "static_response",
         FileSyncKind::Redirect => "redirect",
         FileSyncKind::Custom => "custom",
@@ -36,6 +38,8 @@ pub(super) fn validate_sync(raw: FileSync, key: &str, auth: Option<&AuthConfig>)
         FileSyncKind::Health => SyncKind::Health,
         FileSyncKind::Status => SyncKind::Status,
         FileSyncKind::Metrics => SyncKind::Metrics,
+        FileSyncKind::Ready => SyncKind::Ready,
+        FileSyncKind::Live => SyncKind::Live,
         FileSyncKind::StaticResponse => {
             let status = raw.status.unwrap_or(DEFAULT_STATIC_RESPONSE_STATUS);
             if !(200..=599).contains(&status) {

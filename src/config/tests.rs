@@ -56,6 +56,10 @@ fn empty_file_gives_defaults() {
     assert!(config.statics.is_empty() && config.syncs.is_empty() && config.pools.is_empty());
     assert!(config.auth.is_none());
     assert_eq!(config.source, "/etc/rw.toml");
+    assert_eq!(s.max_buffered_bytes, 256 * 1024 * 1024);
+    assert_eq!(s.max_connection_buffer, 4 * 1024 * 1024);
+    assert_eq!(s.body_min_rate, 1024);
+    assert_eq!(s.fast_stop_timeout, Duration::from_secs(2));
 }
 
 #[test]
@@ -356,19 +360,20 @@ fn embedded_default_toml_is_valid() {
     assert_eq!(config.statics[0].prefix, "/");
     assert!(!config.statics[0].authoritative);
     let paths: Vec<&str> = config.syncs.iter().map(|s| s.path.as_str()).collect();
-    assert_eq!(paths, ["/health", "/status"]);
+    assert_eq!(paths, ["/health", "/ready", "/live", "/status"]);
+    assert!(matches!(config.syncs[1].kind, SyncKind::Ready) && matches!(config.syncs[2].kind, SyncKind::Live));
     assert_eq!(config.server.bind, vec![BindAddr::Tcp("127.0.0.1:8080".parse().unwrap())]);
 
     let without = parse_config(EMBEDDED_DEFAULT_TOML, EMBEDDED_SOURCE, Path::new("/nonexistent"), true).unwrap();
     assert!(without.statics.is_empty());
-    assert_eq!(without.syncs.len(), 2);
+    assert_eq!(without.syncs.len(), 4);
 }
 
 #[test]
 fn embedded_default_builds() {
     let config = Config::embedded_default();
     assert_eq!(config.source, EMBEDDED_SOURCE);
-    assert_eq!(config.syncs.len(), 2);
+    assert_eq!(config.syncs.len(), 4);
     assert!(config.statics.len() <= 1);
 }
 
@@ -395,4 +400,89 @@ fn load_reads_file_and_resolves_relative_to_it() {
     assert_eq!(config.statics[0].root, dir.join("static").canonicalize().unwrap());
     let err = Config::load(&dir.join("missing.toml")).unwrap_err();
     assert!(err.to_string().contains("could not read config file"), "{err}");
+}
+
+#[test]
+fn pool_defaults_for_new_keys() {
+    let pool = &parse(POOL).unwrap().pools[0];
+    assert_eq!(pool.stuck_grace, Duration::from_secs(2));
+    assert_eq!(pool.exit_grace, Duration::from_secs(2));
+    assert_eq!(pool.max_output_rate, 1024 * 1024);
+    assert!(pool.readiness);
+    assert_eq!(pool.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+}
+
+#[test]
+fn new_server_keys_parse() {
+    let text = "[server]\nmax_buffered_bytes = 2097152\nmax_connection_buffer = 65536\nbody_min_rate = 0\n\
+                fast_stop_timeout = 0.5\n";
+    let s = parse(text).unwrap().server;
+    assert_eq!((s.max_buffered_bytes, s.max_connection_buffer, s.body_min_rate), (2 << 20, 65536, 0));
+    assert_eq!(s.fast_stop_timeout, Duration::from_millis(500));
+}
+
+#[test]
+fn new_server_keys_are_checked() {
+    assert_err("[server]\nmax_buffered_bytes = 1000\n", "server.max_buffered_bytes", 2, 22, ">= 1048576");
+    assert_err("[server]\nmax_connection_buffer = 10\n", "server.max_connection_buffer", 2, 25, ">= 65536");
+    assert_err(
+        "[server]\nmax_buffered_bytes = 1048576\nmax_connection_buffer = 2097152\n",
+        "server.max_connection_buffer",
+        3,
+        25,
+        "at most server.max_buffered_bytes",
+    );
+    assert_err("[server]\nbody_min_rate = -1\n", "server.body_min_rate", 2, 17, "a size in bytes");
+    assert_err("[server]\nfast_stop_timeout = -1\n", "server.fast_stop_timeout", 2, 21, ">= 0");
+    assert_err("[server]\nmax_buffered_bytes = \"1M\"\n", "server.max_buffered_bytes", 2, 22, "a size in bytes");
+}
+
+#[test]
+fn new_pool_keys_parse_and_are_checked() {
+    let text = format!("{POOL}stuck_grace = 0\nexit_grace = 5\nmax_output_rate = 2048\nreadiness = false\n");
+    let pool = &parse(&text).unwrap().pools[0];
+    assert_eq!((pool.stuck_grace, pool.exit_grace), (Duration::ZERO, Duration::from_secs(5)));
+    assert_eq!(pool.max_output_rate, 2048);
+    assert!(!pool.readiness);
+    assert_err(&format!("{POOL}max_output_rate = 0\n"), "pool[0].max_output_rate", 5, 19, ">= 1024");
+    assert_err(&format!("{POOL}exit_grace = 0\n"), "pool[0].exit_grace", 5, 14, "> 0");
+    assert_err(&format!("{POOL}stuck_grace = -1\n"), "pool[0].stuck_grace", 5, 15, ">= 0");
+    assert_err(&format!("{POOL}readiness = 1\n"), "pool[0].readiness", 5, 13, "invalid type");
+}
+
+#[test]
+fn reload_sees_new_pool_keys() {
+    let a = parse(POOL).unwrap().pools.remove(0);
+    for extra in ["stuck_grace = 3", "exit_grace = 3", "max_output_rate = 4096", "readiness = false"] {
+        let b = parse(&format!("{POOL}{extra}\n")).unwrap().pools.remove(0);
+        assert_ne!(a, b, "{extra} must count as a change");
+    }
+}
+
+#[test]
+fn frame_limit_follows_body_limit() {
+    let big = format!("[server.limits]\nmax_body_bytes = 1073741824\n{POOL}");
+    assert_eq!(parse(&big).unwrap().pools[0].max_frame_bytes, (1 << 30) + 64 * 1024);
+    let max = format!("[server.limits]\nmax_body_bytes = 4294967295\n{POOL}");
+    assert_eq!(parse(&max).unwrap().pools[0].max_frame_bytes, u32::MAX as u64, "capped at the wire limit");
+    assert_err(
+        "[server.limits]\nmax_body_bytes = 4294967296\n",
+        "server.limits.max_body_bytes",
+        2,
+        18,
+        "<= 4294967295",
+    );
+    let low = format!("[server.limits]\nmax_body_bytes = 1073741824\n{POOL}max_frame_bytes = 67108864\n");
+    assert_err(&low, "pool[0].max_frame_bytes", 7, 19, "request bodies would not fit");
+    assert_err(&format!("{POOL}max_frame_bytes = 4294967296\n"), "pool[0].max_frame_bytes", 5, 19, "1024..=4294967295");
+    assert_eq!(parse(&format!("{POOL}max_frame_bytes = 20000000\n")).unwrap().pools[0].max_frame_bytes, 20_000_000);
+}
+
+#[test]
+fn ready_and_live_sync_kinds() {
+    let config =
+        parse("[[sync]]\npath = \"/r\"\nkind = \"ready\"\n[[sync]]\npath = \"/l\"\nkind = \"live\"\n").unwrap();
+    assert!(matches!(config.syncs[0].kind, SyncKind::Ready));
+    assert!(matches!(config.syncs[1].kind, SyncKind::Live));
+    assert_err("[[sync]]\npath = \"/r\"\nkind = \"ready\"\nbody = \"x\"\n", "sync[0].body", 4, 8, "not used by");
 }

@@ -51,7 +51,7 @@ pub(super) fn validate(raw: FileConfig, source: &str, base_dir: &Path) -> Check<
     let mut pools: Vec<PoolConfig> = Vec::with_capacity(raw.pool.len());
     for (i, file) in raw.pool.into_iter().enumerate() {
         let key = format!("pool[{i}]");
-        let pool = validate_pool(file, &key, base_dir)?;
+        let pool = validate_pool(file, &key, base_dir, &server.limits)?;
         if pools.iter().any(|p| p.name == pool.name) {
             return Err(invalid(format!("{key}.name"), format!("duplicate pool name {:?}", pool.name)));
         }
@@ -96,6 +96,15 @@ pub(super) fn non_negative_secs(value: Option<Seconds>, default: f64, key: &str)
 
 pub(super) fn secs_to_duration(secs: f64, key: &str) -> Check<Duration> {
     Duration::try_from_secs_f64(secs).map_err(|_| invalid(key, format!("duration of {secs} seconds is too large")))
+}
+
+/// An integer that must not exceed `max`; `why` explains the bound.
+pub(super) fn at_most(value: Option<u64>, default: u64, max: u64, key: &str, why: &str) -> Check<u64> {
+    let v = value.unwrap_or(default);
+    if v > max {
+        return Err(invalid(key, format!("expected an integer <= {max}, got {v}: {why}")));
+    }
+    Ok(v)
 }
 
 pub(super) fn at_least<T: PartialOrd + fmt::Display + Copy>(

@@ -174,7 +174,8 @@ impl Dispatcher {
             tx_pos: 0,
             tx_blocked: false,
             reply_rx: Some(spawned.reply_rx),
-            decoder: FrameDecoder::new(pool.config.max_frame_bytes),
+            // Config caps max_frame_bytes at the wire's u32 body length.
+            decoder: FrameDecoder::new(u32::try_from(pool.config.max_frame_bytes).unwrap_or(u32::MAX)),
             stdout: Some(OutputPipe { rx: spawned.stdout_rx, partial: Vec::new() }),
             stderr: Some(OutputPipe { rx: spawned.stderr_rx, partial: Vec::new() }),
             state: ProcState::Starting,
