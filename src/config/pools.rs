@@ -86,7 +86,7 @@ pub(super) fn validate_pool(raw: FilePool, key: &str, base_dir: &Path, limits: &
         if command.first().is_none_or(|prog| prog.is_empty()) {
             return Err(invalid(k("command"), "expected a non-empty array: [program, args...]"));
         }
-        WorkerKind::Command(command)
+        WorkerKind::Command(resolve_command(command, base_dir))
     } else if let Some(target) = raw.python {
         WorkerKind::Python { target: python_target(target, "python")?, interpreter, module_path }
     } else if let Some(target) = raw.wsgi {
@@ -194,6 +194,20 @@ pub(super) fn validate_pool(raw: FilePool, key: &str, base_dir: &Path, limits: &
         max_output_rate,
         readiness: raw.readiness.unwrap_or(DEFAULT_READINESS),
     })
+}
+
+/// `command[0]` with a `/` but not absolute (`./bin/worker`, `bin/worker`) is relative to
+/// the config file's directory, like every other path in the file; a bare name is left for
+/// the `PATH` lookup at spawn time.
+fn resolve_command(mut command: Vec<String>, base_dir: &Path) -> Vec<String> {
+    if let Some(program) = command.first_mut()
+        && program.contains('/')
+        && !Path::new(program.as_str()).is_absolute()
+    {
+        let joined = base_dir.join(program.trim_start_matches("./"));
+        *program = joined.display().to_string();
+    }
+    command
 }
 
 /// The frame limit follows the body limit so a raised `max_body_bytes` still reaches the

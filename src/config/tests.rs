@@ -486,3 +486,21 @@ fn ready_and_live_sync_kinds() {
     assert!(matches!(config.syncs[1].kind, SyncKind::Live));
     assert_err("[[sync]]\npath = \"/r\"\nkind = \"ready\"\nbody = \"x\"\n", "sync[0].body", 4, 8, "not used by");
 }
+
+#[test]
+fn relative_command_resolves_against_the_config_dir() {
+    let dir = temp_dir("command");
+    let pool = |cmd: &str| {
+        let text = format!("[[pool]]\nname = \"c\"\nroutes = [\"/c/**\"]\ncommand = [{cmd}, \"--flag\"]\n");
+        match Config::parse(&text, "rw.toml", &dir).unwrap().pools.remove(0).worker {
+            WorkerKind::Command(argv) => argv,
+            other => panic!("{other:?}"),
+        }
+    };
+    let joined = |p: &str| dir.join(p).display().to_string();
+    assert_eq!(pool("\"./bin/worker\""), vec![joined("bin/worker"), "--flag".into()]);
+    assert_eq!(pool("\"bin/worker\""), vec![joined("bin/worker"), "--flag".into()]);
+    assert_eq!(pool("\"../w\""), vec![joined("../w"), "--flag".into()]);
+    assert_eq!(pool("\"/usr/bin/w\"")[0], "/usr/bin/w", "absolute stays");
+    assert_eq!(pool("\"python3\"")[0], "python3", "bare names are looked up in PATH");
+}
