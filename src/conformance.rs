@@ -74,27 +74,9 @@ impl Report {
     }
 }
 
-const USAGE: &str =
-    "usage: rustworkers conformance [--stream-path PATH] [--timeout SECS] (--native NAME | [--] PROGRAM [ARGS...])";
-
-/// CLI entry: `[--stream-path PATH] [--timeout SECS] (--native NAME | [--] PROGRAM ARGS…)`.
-/// Prints the report to stdout; returns 0 when every case passed, 1 otherwise, 2 on usage errors.
-pub fn run(argv: &[String]) -> i32 {
-    match parse_args(argv) {
-        Ok(opts) => report_exit(&opts),
-        Err(why) => {
-            eprintln!("rustworkers conformance: {why}\n{USAGE}");
-            2
-        }
-    }
-}
-
-/// Run the kit on the registered native worker `name`.
-pub fn run_native(name: &str) -> i32 {
-    report_exit(&Options::new(Program::Native { name: name.to_string() }))
-}
-
-fn report_exit(opts: &Options) -> i32 {
+/// Run the kit as `opts` says, printing the report to stdout: 0 when every case passed,
+/// 1 otherwise, 2 when the native worker named is not registered.
+pub fn run(opts: &Options) -> i32 {
     if let Program::Native { name } = &opts.program
         && !crate::worker::is_registered(name)
     {
@@ -105,58 +87,11 @@ fn report_exit(opts: &Options) -> i32 {
     if report.failed() == 0 { 0 } else { 1 }
 }
 
-fn parse_args(argv: &[String]) -> Result<Options, String> {
-    let mut stream_path = None;
-    let mut timeout = None;
-    let mut i = 0;
-    let mut program = None;
-    while i < argv.len() {
-        let arg = argv[i].as_str();
-        let value = |i: usize| argv.get(i + 1).cloned().ok_or_else(|| format!("{arg} needs a value"));
-        match arg {
-            "--stream-path" => {
-                stream_path = Some(value(i)?);
-                i += 2;
-            }
-            "--timeout" => {
-                let v = value(i)?;
-                let secs: f64 = v
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                    .ok_or_else(|| format!("bad --timeout {v:?}"))?;
-                timeout = Some(Duration::from_secs_f64(secs));
-                i += 2;
-            }
-            "--native" => {
-                program = Some(Program::Native { name: value(i)? });
-                i += 2;
-                if i < argv.len() {
-                    return Err(format!("unexpected argument {:?} after --native", argv[i]));
-                }
-            }
-            "--" => {
-                program = Some(Program::Exec { argv: argv[i + 1..].to_vec() });
-                break;
-            }
-            a if a.starts_with("--") => return Err(format!("unknown option {a:?}")),
-            _ => {
-                program = Some(Program::Exec { argv: argv[i..].to_vec() });
-                break;
-            }
-        }
-    }
-    let program = match program {
-        Some(Program::Exec { argv }) if argv.is_empty() => return Err("no program given".into()),
-        Some(p) => p,
-        None => return Err("no program given".into()),
-    };
-    let mut opts = Options::new(program);
-    opts.stream_path = stream_path;
-    if let Some(t) = timeout {
-        opts.case_timeout = t;
-    }
-    Ok(opts)
+/// Run the kit on the native worker registered as `name` (built in, or registered by a
+/// library user with `worker::register_native` before this call): see
+/// docs/native-workers.md.
+pub fn run_native(name: &str) -> i32 {
+    run(&Options::new(Program::Native { name: name.to_string() }))
 }
 
 /// A case on the long-lived worker.
@@ -827,26 +762,6 @@ mod tests {
 
     /// Forking tests run one at a time (nix's FORK_MTX pattern).
     static FORK_MTX: Mutex<()> = Mutex::new(());
-
-    fn args(s: &[&str]) -> Vec<String> {
-        s.iter().map(|a| a.to_string()).collect()
-    }
-
-    #[test]
-    fn parses_arguments() {
-        let o = parse_args(&args(&["--", "python3", "w.py"])).unwrap();
-        assert_eq!(o.program, Program::Exec { argv: args(&["python3", "w.py"]) });
-        let o = parse_args(&args(&["--stream-path", "/s", "--timeout", "2", "./w", "--x"])).unwrap();
-        assert_eq!(o.program, Program::Exec { argv: args(&["./w", "--x"]) });
-        assert_eq!(o.stream_path.as_deref(), Some("/s"));
-        assert_eq!(o.case_timeout, Duration::from_secs(2));
-        let o = parse_args(&args(&["--native", "echo"])).unwrap();
-        assert_eq!(o.program, Program::Native { name: "echo".into() });
-        assert!(parse_args(&args(&[])).is_err());
-        assert!(parse_args(&args(&["--"])).is_err());
-        assert!(parse_args(&args(&["--bogus"])).is_err());
-        assert!(parse_args(&args(&["--timeout", "-1", "x"])).is_err());
-    }
 
     #[test]
     fn native_echo_passes_every_case() {

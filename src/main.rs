@@ -6,7 +6,7 @@ use rustworkers::cli::{self, Command};
 use rustworkers::{Config, Extensions};
 
 fn main() -> ExitCode {
-    let command = match cli::parse_args(std::env::args().skip(1)) {
+    let command = match cli::parse_args(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(msg) => {
             eprintln!("rustworkers: {msg}\n\n{}", cli::USAGE);
@@ -32,9 +32,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Conformance { argv } => {
+        Command::Conformance(args) => {
             rustworkers::logging::init();
-            exit_code(rustworkers::conformance::run(&argv))
+            exit_code(rustworkers::conformance::run(&args.options()))
         }
         Command::Run { config } => {
             rustworkers::logging::init();

@@ -1,13 +1,15 @@
 //! The command line of the real binary: `check`, `--version`, `--help`, and config errors
 //! that name the file, line and key, both from `check` and at startup.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStringExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{TempDir, binary, repo};
 
 /// Run the binary with `args`, killing it if it runs longer than 15 s.
-fn run(args: &[&str]) -> Output {
+fn run<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
     let mut child = Command::new(binary())
         .args(args)
         .stdin(Stdio::null())
@@ -145,5 +147,32 @@ fn unknown_arguments_are_usage_errors() {
         assert!(!o.status.success(), "{args:?} succeeded");
         assert_ne!(o.status.code(), None, "{args:?}: killed by a signal");
         assert!(!o.stderr.is_empty(), "{args:?}: no message");
+    }
+}
+
+#[test]
+fn non_utf8_arguments_never_panic() {
+    let bad = || OsString::from_vec(vec![b'x', 0xff, b'.', b't', b'o', b'm', b'l']);
+    // As a path it is just a file name that does not exist: exit 1 with the usual message.
+    let o = run(&[OsString::from("check"), bad()]);
+    assert_eq!(o.status.code(), Some(1), "{}", all_output(&o));
+    assert!(all_output(&o).contains("could not read config file"), "{}", all_output(&o));
+    // Where text is needed: a usage error (2), never a panic (101).
+    for args in [
+        vec![OsString::from("conformance"), OsString::from("--"), bad()],
+        vec![OsString::from("conformance"), OsString::from("--native"), bad()],
+        vec![bad()],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", all_output(&o));
+        assert!(!all_output(&o).contains("panicked"), "{}", all_output(&o));
+    }
+}
+
+#[test]
+fn help_lists_every_verb_and_option() {
+    let out = all_output(&run(&["--help"]));
+    for word in ["check", "conformance", "--native", "--stream-path", "--timeout", "--config", "--version"] {
+        assert!(out.contains(word), "--help lacks {word}:\n{out}");
     }
 }

@@ -49,6 +49,8 @@ impl Dispatcher {
             SyncKind::Health => sync_handlers::health(&self.server_status(now)),
             SyncKind::Status => sync_handlers::status(&self.server_status(now)),
             SyncKind::Metrics => sync_handlers::metrics(&self.server_status(now)),
+            SyncKind::Ready => sync_handlers::ready(&self.server_status(now)),
+            SyncKind::Live => sync_handlers::live(&self.server_status(now)),
             SyncKind::StaticResponse { status, body, headers } => {
                 sync_handlers::static_response(*status, body, headers)
             }

@@ -197,7 +197,10 @@ impl Dispatcher {
                 {
                     return self.reply_json(key, &to, status, &body);
                 }
-                let read_only = matches!(route.kind, SyncKind::Health | SyncKind::Status | SyncKind::Metrics);
+                let read_only = matches!(
+                    route.kind,
+                    SyncKind::Health | SyncKind::Ready | SyncKind::Live | SyncKind::Status | SyncKind::Metrics
+                );
                 if read_only && req.method != "GET" && req.method != "HEAD" {
                     let (mut headers, body) = http::json_error(405, "method not allowed");
                     headers.push(("allow".into(), "GET, HEAD".into()));

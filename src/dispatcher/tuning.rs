@@ -4,34 +4,34 @@ use std::time::Duration;
 
 use crate::config::{PoolConfig, ServerConfig};
 
-pub fn body_min_rate(_s: &ServerConfig) -> u64 {
-    1024
+pub fn body_min_rate(s: &ServerConfig) -> u64 {
+    s.body_min_rate
 }
 
-pub fn max_buffered_bytes(_s: &ServerConfig) -> u64 {
-    256 << 20
+pub fn max_buffered_bytes(s: &ServerConfig) -> u64 {
+    s.max_buffered_bytes
 }
 
-pub fn max_connection_buffer(_s: &ServerConfig) -> usize {
-    4 << 20
+pub fn max_connection_buffer(s: &ServerConfig) -> usize {
+    s.max_connection_buffer
 }
 
-pub fn fast_stop_timeout(_s: &ServerConfig) -> Duration {
-    Duration::from_secs(2)
+pub fn fast_stop_timeout(s: &ServerConfig) -> Duration {
+    s.fast_stop_timeout
 }
 
-pub fn stuck_grace(_p: &PoolConfig) -> Duration {
-    Duration::from_secs(2)
+pub fn stuck_grace(p: &PoolConfig) -> Duration {
+    p.stuck_grace
 }
 
-pub fn exit_grace(_p: &PoolConfig) -> Duration {
-    Duration::from_secs(2)
+pub fn exit_grace(p: &PoolConfig) -> Duration {
+    p.exit_grace
 }
 
-pub fn max_output_rate(_p: &PoolConfig) -> u64 {
-    1 << 20
+pub fn max_output_rate(p: &PoolConfig) -> u64 {
+    p.max_output_rate
 }
 
-pub fn readiness(_p: &PoolConfig) -> bool {
-    true
+pub fn readiness(p: &PoolConfig) -> bool {
+    p.readiness
 }

@@ -207,7 +207,8 @@ impl Dispatcher {
             tx_pos: 0,
             tx_blocked_since: None,
             reply_rx: Some(spawned.reply_rx),
-            decoder: FrameDecoder::new(cfg.max_frame_bytes),
+            // Config caps max_frame_bytes at the wire's u32 body length.
+            decoder: FrameDecoder::new(u32::try_from(cfg.max_frame_bytes).unwrap_or(u32::MAX)),
             stdout: Some(OutputPipe::new(spawned.stdout_rx)),
             stderr: Some(OutputPipe::new(spawned.stderr_rx)),
             capture: Capture::new(name, spawned.pid.as_raw(), tuning::max_output_rate(cfg), now),

@@ -432,6 +432,10 @@ mod tests {
             group: None,
             kwargs: Default::default(),
             max_frame_bytes: 1 << 20,
+            stuck_grace: Duration::from_secs(2),
+            exit_grace: Duration::from_secs(2),
+            max_output_rate: 1 << 20,
+            readiness: true,
         })
     }
 

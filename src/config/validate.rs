@@ -1,0 +1,154 @@
+//! Validation: `FileConfig` → [`Config`], plus the checks shared by every section.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use std::collections::BTreeMap;
+
+use super::auth::validate_auth;
+use super::file::{FileConfig, Seconds};
+use super::pools::validate_pool;
+use super::server::validate_server;
+use super::statics::validate_static;
+use super::sync::validate_sync;
+use super::*;
+
+/// A semantic error, located later by its key path.
+pub(super) struct Invalid {
+    pub(super) key: String,
+    pub(super) message: String,
+}
+
+pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid { key: key.into(), message: message.into() }
+}
+
+pub(super) type Check<T> = Result<T, Invalid>;
+
+pub(super) fn validate(raw: FileConfig, source: &str, base_dir: &Path) -> Check<Config> {
+    let server = validate_server(raw.server, base_dir)?;
+    let mut statics = Vec::with_capacity(raw.statics.len());
+    for (i, file) in raw.statics.into_iter().enumerate() {
+        let mount = validate_static(file, &format!("static[{i}]"), base_dir)?;
+        if statics.iter().any(|m: &StaticMount| m.prefix == mount.prefix) {
+            return Err(invalid(format!("static[{i}].prefix"), format!("duplicate static prefix {:?}", mount.prefix)));
+        }
+        statics.push(mount);
+    }
+    let auth = match raw.auth {
+        Some(file) => Some(validate_auth(file, base_dir)?),
+        None => None,
+    };
+    let mut syncs = Vec::with_capacity(raw.sync.len());
+    for (i, file) in raw.sync.into_iter().enumerate() {
+        let route = validate_sync(file, &format!("sync[{i}]"), auth.as_ref())?;
+        if syncs.iter().any(|r: &SyncRoute| r.path == route.path) {
+            return Err(invalid(format!("sync[{i}].path"), format!("duplicate sync path {:?}", route.path)));
+        }
+        syncs.push(route);
+    }
+    let mut pools: Vec<PoolConfig> = Vec::with_capacity(raw.pool.len());
+    for (i, file) in raw.pool.into_iter().enumerate() {
+        let key = format!("pool[{i}]");
+        let pool = validate_pool(file, &key, base_dir, &server.limits)?;
+        if pools.iter().any(|p| p.name == pool.name) {
+            return Err(invalid(format!("{key}.name"), format!("duplicate pool name {:?}", pool.name)));
+        }
+        for (r, route) in pool.routes.iter().enumerate() {
+            if let Some(other) = pools.iter().find(|p| p.routes.contains(route)) {
+                return Err(invalid(
+                    format!("{key}.routes[{r}]"),
+                    format!("route {} is already claimed by pool {:?}", route_text(route), other.name),
+                ));
+            }
+        }
+        pools.push(pool);
+    }
+    Ok(Config { source: source.to_string(), server, statics, syncs, auth, pools })
+}
+
+pub(super) fn route_text(route: &RoutePattern) -> String {
+    match route {
+        RoutePattern::Prefix(p) => format!("\"{p}/**\""),
+        RoutePattern::Exact(p) => format!("{p:?}"),
+        RoutePattern::Fallback => "\"/**\" (fallback)".to_string(),
+    }
+}
+
+/// A duration that must be > 0.
+pub(super) fn positive_secs(value: Option<Seconds>, default: f64, key: &str) -> Check<Duration> {
+    let secs = value.map_or(default, |s| s.0);
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(invalid(key, format!("expected a number of seconds > 0, got {secs}")));
+    }
+    secs_to_duration(secs, key)
+}
+
+/// A duration that may be 0.
+pub(super) fn non_negative_secs(value: Option<Seconds>, default: f64, key: &str) -> Check<Duration> {
+    let secs = value.map_or(default, |s| s.0);
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(invalid(key, format!("expected a number of seconds >= 0, got {secs}")));
+    }
+    secs_to_duration(secs, key)
+}
+
+pub(super) fn secs_to_duration(secs: f64, key: &str) -> Check<Duration> {
+    Duration::try_from_secs_f64(secs).map_err(|_| invalid(key, format!("duration of {secs} seconds is too large")))
+}
+
+/// An integer that must not exceed `max`; `why` explains the bound.
+pub(super) fn at_most(value: Option<u64>, default: u64, max: u64, key: &str, why: &str) -> Check<u64> {
+    let v = value.unwrap_or(default);
+    if v > max {
+        return Err(invalid(key, format!("expected an integer <= {max}, got {v}: {why}")));
+    }
+    Ok(v)
+}
+
+pub(super) fn at_least<T: PartialOrd + fmt::Display + Copy>(
+    value: Option<T>,
+    default: T,
+    min: T,
+    key: &str,
+) -> Check<T> {
+    let v = value.unwrap_or(default);
+    if v < min {
+        return Err(invalid(key, format!("expected an integer >= {min}, got {v}")));
+    }
+    Ok(v)
+}
+
+/// Header name → lowercase; rejects names that are not HTTP tokens and values with
+/// control characters (no response splitting from a config typo).
+pub(super) fn validate_headers(raw: BTreeMap<String, String>, key: &str) -> Check<Vec<(String, String)>> {
+    let mut headers = Vec::with_capacity(raw.len());
+    for (name, value) in raw {
+        let is_token =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !is_token {
+            return Err(invalid(format!("{key}.{name:?}"), "expected a header name made of letters, digits and -"));
+        }
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(invalid(format!("{key}.{name}"), "header value must not contain control characters"));
+        }
+        headers.push((name.to_ascii_lowercase(), value));
+    }
+    Ok(headers)
+}
+
+/// A URL path as written in the config: starts with '/', no query, fragment, blanks,
+/// `//` or dot segments.
+pub(super) fn check_url_path(path: &str, key: &str) -> Check<()> {
+    if !path.starts_with('/') {
+        return Err(invalid(key, format!("expected a path starting with '/', got {path:?}")));
+    }
+    if path.chars().any(|c| c == '?' || c == '#' || c.is_whitespace() || c.is_control()) {
+        return Err(invalid(key, format!("path must not contain '?', '#' or whitespace, got {path:?}")));
+    }
+    if path.contains("//") || path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(invalid(key, format!("path must not contain '//', '.' or '..' segments, got {path:?}")));
+    }
+    Ok(())
+}
