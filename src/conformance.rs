@@ -18,14 +18,14 @@ use nix::unistd::Pid;
 
 use crate::ipc::{
     ConfigMeta, CreditMeta, ForwardMeta, Frame, FrameDecoder, FrameType, HeartbeatMeta, HelloMeta, LogMeta,
-    RequestMeta, ResponseMeta, encode_frame, encode_json,
+    RequestMeta, ResponseMeta, encode_empty, encode_json,
 };
 use crate::spawn::{Program, SpawnSpec, spawn_worker};
 
 /// Heartbeat interval sent in CONFIG; heartbeats must arrive within 3× this.
 const HEARTBEAT_INTERVAL: f64 = 0.2;
 /// Largest frame body accepted from the worker under test.
-const MAX_BODY: u32 = 64 << 20;
+const MAX_BODY: u64 = 64 << 20;
 /// Size of the large-body case.
 const LARGE_BODY: usize = 4 << 20;
 
@@ -270,7 +270,7 @@ impl Kit {
             request_tx: Some(w.request_tx),
             reply_rx: w.reply_rx,
             outputs: vec![(w.stdout_rx, "stdout", Vec::new()), (w.stderr_rx, "stderr", Vec::new())],
-            decoder: FrameDecoder::new(MAX_BODY),
+            decoder: FrameDecoder::new(crate::ipc::frame_limit_for_body(MAX_BODY)),
             reply_eof: false,
             exited: None,
             hello_seen: false,
@@ -290,6 +290,7 @@ impl Kit {
             timeout: 30.0,
             log_level: "info".into(),
             kwargs: serde_json::Map::new(),
+            max_frame_bytes: crate::ipc::frame_limit_for_body(MAX_BODY),
         }
     }
 
@@ -312,15 +313,16 @@ impl Kit {
     }
 
     /// Frame a REQUEST and mark its id given.
-    fn request_frame(&mut self, method: &str, path: &str, body: &[u8]) -> (u64, Vec<u8>) {
+    fn request_frame(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u64, Vec<u8>), String> {
         let id = self.next_id;
         self.next_id += 1;
         // A `?` in the path (e.g. `--stream-path '/s?stream=3'`) becomes the query.
         let (path, query) = path.split_once('?').unwrap_or((path, "conformance=1"));
         let mut wire = Vec::new();
-        encode_json(&mut wire, FrameType::Request, id, &Kit::request_meta(method, path, Some(query), id), body);
+        encode_json(&mut wire, FrameType::Request, id, &Kit::request_meta(method, path, Some(query), id), body)
+            .map_err(|e| format!("cannot encode REQUEST: {e}"))?;
         self.given.insert(id);
-        (id, wire)
+        Ok((id, wire))
     }
 
     fn fail<T>(&mut self, why: String) -> Result<T, String> {
@@ -537,7 +539,8 @@ impl Kit {
     fn handshake(&mut self, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         let mut wire = Vec::new();
-        encode_json(&mut wire, FrameType::Config, 0, &Kit::config_meta(), b"");
+        encode_json(&mut wire, FrameType::Config, 0, &Kit::config_meta(), b"")
+            .map_err(|e| format!("cannot encode CONFIG: {e}"))?;
         if let Err(e) = self.write_all(&wire, deadline) {
             return self.fail(e);
         }
@@ -563,7 +566,7 @@ impl Kit {
     /// Send one request, expect one answer with a valid status.
     fn one_request(&mut self, method: &str, path: &str, body: &[u8], t: Duration) -> Result<Answer, String> {
         let deadline = Instant::now() + t;
-        let (id, wire) = self.request_frame(method, path, body);
+        let (id, wire) = self.request_frame(method, path, body)?;
         if let Err(e) = self.write_all(&wire, deadline) {
             return self.fail(e);
         }
@@ -618,8 +621,8 @@ impl Kit {
 
     fn case_back_to_back(&mut self, t: Duration) -> Result<String, String> {
         let deadline = Instant::now() + t;
-        let (a, mut wire) = self.request_frame("GET", "/conformance/one", b"");
-        let (b, wire2) = self.request_frame("POST", "/conformance/two", b"second");
+        let (a, mut wire) = self.request_frame("GET", "/conformance/one", b"")?;
+        let (b, wire2) = self.request_frame("POST", "/conformance/two", b"second")?;
         wire.extend_from_slice(&wire2);
         if let Err(e) = self.write_all(&wire, deadline) {
             return self.fail(e);
@@ -630,7 +633,7 @@ impl Kit {
 
     fn case_disconnect_unknown(&mut self, t: Duration) -> Result<String, String> {
         let mut wire = Vec::new();
-        encode_frame(&mut wire, FrameType::Disconnect, 999_999_999, b"", b"");
+        encode_empty(&mut wire, FrameType::Disconnect, 999_999_999);
         if let Err(e) = self.write_all(&wire, Instant::now() + t) {
             return self.fail(e);
         }
@@ -647,7 +650,7 @@ impl Kit {
     fn case_split(&mut self, t: Duration) -> Result<String, String> {
         let deadline = Instant::now() + t;
         let body: Vec<u8> = (0..=255u8).rev().collect();
-        let (id, wire) = self.request_frame("POST", "/conformance/split", &body);
+        let (id, wire) = self.request_frame("POST", "/conformance/split", &body)?;
         // Cut inside the header, inside the meta and twice inside the body.
         let cuts = [0, 7, 30, wire.len() - 200, wire.len() - 50, wire.len()];
         for w in cuts.windows(2) {
@@ -670,7 +673,7 @@ impl Kit {
 
     fn case_stop(&mut self, t: Duration) -> Result<String, String> {
         let mut wire = Vec::new();
-        encode_frame(&mut wire, FrameType::Stop, 0, b"{}", b"");
+        encode_empty(&mut wire, FrameType::Stop, 0);
         let deadline = Instant::now() + t;
         if let Err(e) = self.write_all(&wire, deadline) {
             return self.fail(e);
@@ -686,7 +689,8 @@ impl Kit {
     fn case_malformed(&mut self, t: Duration) -> Result<String, String> {
         let deadline = Instant::now() + t;
         let mut bad = Vec::new();
-        encode_json(&mut bad, FrameType::Request, 1, &Kit::request_meta("GET", "/bad", None, 1), b"");
+        encode_json(&mut bad, FrameType::Request, 1, &Kit::request_meta("GET", "/bad", None, 1), b"")
+            .map_err(|e| format!("cannot encode REQUEST: {e}"))?;
         bad[0] = b'X';
         bad[1] = b'Y';
         if let Err(e) = self.write_all(&bad, deadline) {

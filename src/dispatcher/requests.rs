@@ -245,7 +245,13 @@ impl Dispatcher {
             context,
         };
         let mut frame = Vec::with_capacity(256 + req.body.len());
-        ipc::encode_json(&mut frame, FrameType::Request, id, &meta, &req.body);
+        if let Err(e) = ipc::encode_json(&mut frame, FrameType::Request, id, &meta, &req.body) {
+            let status = match e {
+                ipc::EncodeError::BodyTooLarge { .. } => 413,
+                ipc::EncodeError::MetaTooLarge { .. } => 431,
+            };
+            return self.reply_error(&to, status, "request too large for a worker");
+        }
         let pool = &mut self.pools[p];
         pool.queue.push_back(id);
         self.inflight.insert(
@@ -587,8 +593,16 @@ impl Dispatcher {
             forwarded: true,
             context: serde_json::Value::Null,
         };
+        // Workers accept bodies up to max_body_bytes (CONFIG max_frame_bytes).
+        if body.len() as u64 > self.config.server.limits.max_body_bytes {
+            warn!("{from}: forward to {}: body of {} bytes over max_body_bytes; dropped", meta.route, body.len());
+            return;
+        }
         let mut frame = Vec::new();
-        ipc::encode_json(&mut frame, FrameType::Request, id, &req_meta, &body);
+        if let Err(e) = ipc::encode_json(&mut frame, FrameType::Request, id, &req_meta, &body) {
+            warn!("{from}: forward to {}: {e}; dropped", meta.route);
+            return;
+        }
         let pool = &mut self.pools[p];
         pool.queue.push_back(id);
         self.inflight.insert(

@@ -174,7 +174,7 @@ impl Dispatcher {
             tx_pos: 0,
             tx_blocked: false,
             reply_rx: Some(spawned.reply_rx),
-            decoder: FrameDecoder::new(pool.config.max_frame_bytes),
+            decoder: FrameDecoder::new(ipc::frame_limit_for_body(u64::from(pool.config.max_frame_bytes))),
             stdout: Some(OutputPipe { rx: spawned.stdout_rx, partial: Vec::new() }),
             stderr: Some(OutputPipe { rx: spawned.stderr_rx, partial: Vec::new() }),
             state: ProcState::Starting,
@@ -212,13 +212,18 @@ impl Dispatcher {
             timeout: pool.config.timeout.as_secs_f64(),
             log_level: pool.config.log_level.clone(),
             kwargs: pool.config.kwargs.clone(),
+            max_frame_bytes: ipc::frame_limit_for_body(self.config.server.limits.max_body_bytes),
         };
-        ipc::encode_json(&mut w.tx_buf, FrameType::Config, 0, &config, &[]);
+        let config_sent = ipc::encode_json(&mut w.tx_buf, FrameType::Config, 0, &config, &[]);
         info!("worker {} started (pid {})", w.name, w.pid);
         self.pids.insert(w.pid.as_raw(), key);
         self.pools[p].slots[slot].worker = Some(key);
         self.pools[p].slots[slot].respawn_at = None;
         entry.insert(w);
+        if let Err(e) = config_sent {
+            self.worker_died(key, &format!("could not send CONFIG: {e}"), now);
+            return;
+        }
         if !ok {
             self.worker_died(key, "could not register its pipes", now);
             return;
@@ -504,7 +509,7 @@ impl Dispatcher {
             w.abandoned.pop_front();
         }
         w.abandoned.push_back(id);
-        ipc::encode_frame(&mut w.tx_buf, FrameType::Disconnect, id, &[], &[]);
+        ipc::encode_empty(&mut w.tx_buf, FrameType::Disconnect, id);
         self.flush_worker(key);
     }
 
@@ -514,7 +519,10 @@ impl Dispatcher {
         if !w.streams.contains(&id) || matches!(w.state, ProcState::Dead { .. }) {
             return;
         }
-        ipc::encode_json(&mut w.tx_buf, FrameType::Flow, id, &ipc::FlowMeta { paused }, &[]);
+        if let Err(e) = ipc::encode_json(&mut w.tx_buf, FrameType::Flow, id, &ipc::FlowMeta { paused }, &[]) {
+            error!("worker {}: could not encode FLOW: {e}", w.name);
+            return;
+        }
         self.flush_worker(key);
     }
 
@@ -746,7 +754,7 @@ impl Dispatcher {
         }
         info!("retiring worker {} (pid {}): finishing {} request(s), then exiting", w.name, w.pid, w.in_hand.len());
         w.state = ProcState::Stopping;
-        ipc::encode_frame(&mut w.tx_buf, FrameType::Stop, 0, &[], &[]);
+        ipc::encode_empty(&mut w.tx_buf, FrameType::Stop, 0);
         self.flush_worker(key);
     }
 
@@ -759,7 +767,7 @@ impl Dispatcher {
                 continue;
             }
             w.state = ProcState::Stopping;
-            ipc::encode_frame(&mut w.tx_buf, FrameType::Stop, 0, &[], &[]);
+            ipc::encode_empty(&mut w.tx_buf, FrameType::Stop, 0);
             self.flush_worker(key);
         }
     }
