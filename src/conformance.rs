@@ -7,7 +7,6 @@
 //! (header, type, meta shape, ids, ordering). Every child is SIGKILLed and reaped at the
 //! end, pass or fail.
 
-use std::collections::HashSet;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -17,8 +16,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::ipc::{
-    ConfigMeta, CreditMeta, ForwardMeta, Frame, FrameDecoder, FrameType, HeartbeatMeta, HelloMeta, LogMeta,
-    RequestMeta, ResponseMeta, encode_empty, encode_json,
+    ConfigMeta, Event, Frame, FrameDecoder, FrameOrder, FrameType, HeartbeatMeta, HelloMeta, RequestMeta, ResponseMeta,
+    encode_empty, encode_json,
 };
 use crate::spawn::{Program, SpawnSpec, spawn_worker};
 
@@ -234,10 +233,8 @@ struct Kit {
     decoder: FrameDecoder,
     reply_eof: bool,
     exited: Option<WaitStatus>,
-    hello_seen: bool,
-    /// Requests given and not answered.
-    given: HashSet<u64>,
-    streaming: HashSet<u64>,
+    /// Protocol state and frame-order rules (requests given, streams, HELLO, credits).
+    order: FrameOrder,
     next_id: u64,
     /// Why this worker can no longer be tested (invalid frame, pipe closed, timeout).
     broken: Option<String>,
@@ -273,9 +270,7 @@ impl Kit {
             decoder: FrameDecoder::new(crate::ipc::frame_limit_for_body(MAX_BODY)),
             reply_eof: false,
             exited: None,
-            hello_seen: false,
-            given: HashSet::new(),
-            streaming: HashSet::new(),
+            order: FrameOrder::new(),
             next_id: 1,
             broken: None,
         })
@@ -321,7 +316,7 @@ impl Kit {
         let mut wire = Vec::new();
         encode_json(&mut wire, FrameType::Request, id, &Kit::request_meta(method, path, Some(query), id), body)
             .map_err(|e| format!("cannot encode REQUEST: {e}"))?;
-        self.given.insert(id);
+        self.order.give(id);
         Ok((id, wire))
     }
 
@@ -429,68 +424,11 @@ impl Kit {
         }
     }
 
-    /// Check one frame against the protocol's rules for worker → dispatcher frames.
-    fn validate(&mut self, f: &Frame) -> Result<(), String> {
-        let kind = f.kind.name();
-        if f.kind != FrameType::Hello && !self.hello_seen {
-            return Err(format!("{kind} before HELLO"));
-        }
-        let meta_err = |e: crate::ipc::FrameError| format!("bad {kind} meta: {e}");
-        match f.kind {
-            FrameType::Hello => {
-                if self.hello_seen {
-                    return Err("second HELLO".into());
-                }
-                let m: HelloMeta = f.meta_json().map_err(meta_err)?;
-                self.hello_seen = true;
-                if m.credits == 0 {
-                    return Err("HELLO with 0 credits".into());
-                }
-            }
-            FrameType::Response | FrameType::StreamStart => {
-                let m: ResponseMeta = f.meta_json().map_err(meta_err)?;
-                if !(200..=599).contains(&m.status) {
-                    return Err(format!("{kind} status {} not in 200..=599", m.status));
-                }
-                if !self.given.contains(&f.request_id) {
-                    return Err(format!("{kind} for id {} that was not given or is finished", f.request_id));
-                }
-                if self.streaming.contains(&f.request_id) {
-                    return Err(format!("{kind} for id {} after STREAM_START", f.request_id));
-                }
-                if f.kind == FrameType::StreamStart {
-                    self.streaming.insert(f.request_id);
-                } else {
-                    self.given.remove(&f.request_id);
-                }
-            }
-            FrameType::StreamChunk | FrameType::StreamEnd => {
-                if !self.streaming.contains(&f.request_id) {
-                    return Err(format!("{kind} for id {} without STREAM_START", f.request_id));
-                }
-                if f.kind == FrameType::StreamEnd {
-                    self.streaming.remove(&f.request_id);
-                    self.given.remove(&f.request_id);
-                }
-            }
-            FrameType::Heartbeat => {
-                let m: HeartbeatMeta = f.meta_json().map_err(meta_err)?;
-                if let Some(id) = m.in_hand.iter().chain(&m.extend).find(|id| !self.given.contains(id)) {
-                    return Err(format!("HEARTBEAT names id {id} the worker does not hold"));
-                }
-            }
-            FrameType::Log => {
-                let _: LogMeta = f.meta_json().map_err(meta_err)?;
-            }
-            FrameType::Credit => {
-                let _: CreditMeta = f.meta_json().map_err(meta_err)?;
-            }
-            FrameType::Forward => {
-                let _: ForwardMeta = f.meta_json().map_err(meta_err)?;
-            }
-            other => return Err(format!("{} is a dispatcher → worker frame", other.name())),
-        }
-        Ok(())
+    /// Check one frame against the protocol's rules for worker → dispatcher frames: the
+    /// same [`FrameOrder`] the dispatcher uses, so the kit fails exactly what would get
+    /// the worker killed in a pool.
+    fn validate(&mut self, f: &Frame) -> Result<Event, String> {
+        self.order.check(f).map_err(|v| v.to_string())
     }
 
     /// Collect answers (RESPONSE, or a whole stream) for `ids`, skipping other frames.
@@ -544,23 +482,39 @@ impl Kit {
         if let Err(e) = self.write_all(&wire, deadline) {
             return self.fail(e);
         }
-        match self.next_frame(deadline, "HELLO") {
-            Ok(Some(f)) if f.kind == FrameType::Hello => {
-                let m: HelloMeta = f.meta_json().map_err(|e| e.to_string())?;
-                let note = if m.pid as i32 == self.pid.as_raw() {
-                    String::new()
-                } else {
-                    format!(", HELLO pid {} != child pid {}", m.pid, self.pid)
-                };
-                Ok(format!("credits {}{note}", m.credits))
+        // LOG may come first (a worker explains its setup); any other frame before HELLO
+        // is a violation that `next_frame` reports.
+        let hello = loop {
+            match self.next_frame(deadline, "HELLO") {
+                Ok(Some(f)) if f.kind == FrameType::Hello => match f.meta_json::<HelloMeta>() {
+                    Ok(m) => break m,
+                    Err(e) => return self.fail(e.to_string()),
+                },
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    let status = self.wait_exit(Instant::now() + Duration::from_millis(500));
+                    return self.fail(format!("worker closed its reply pipe before HELLO ({})", describe_status(status)));
+                }
+                Err(e) => return self.fail(e),
             }
-            Ok(Some(f)) => self.fail(format!("first frame is {}", f.kind.name())),
-            Ok(None) => {
-                let status = self.wait_exit(Instant::now() + Duration::from_millis(500));
-                self.fail(format!("worker closed its reply pipe before HELLO ({})", describe_status(status)))
+        };
+        let mut note = if hello.pid as i32 == self.pid.as_raw() {
+            String::new()
+        } else {
+            format!(", HELLO pid {} != child pid {}", hello.pid, self.pid)
+        };
+        // HELLO with 0 credits is a paused start: the request cases need a CREDIT first.
+        if hello.credits == 0 {
+            while self.order.credits() == 0 {
+                match self.next_frame(deadline, "CREDIT after HELLO with 0 credits") {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return self.fail("worker closed its reply pipe before any credit".into()),
+                    Err(e) => return self.fail(e),
+                }
             }
-            Err(e) => self.fail(e),
+            note.push_str(&format!(", then CREDIT {}", self.order.credits()));
         }
+        Ok(format!("credits {}{note}", hello.credits))
     }
 
     /// Send one request, expect one answer with a valid status.

@@ -1,14 +1,17 @@
 //! The pipe protocol between the dispatcher and its workers (docs/protocol.md): frame
 //! header, encoder, incremental decoder ([`frame`]) and the JSON meta of each frame type
-//! ([`message`]). Owns no I/O: callers read/write the pipes and feed bytes through here.
+//! ([`message`]), and the frame-order rules for a worker connection ([`order`]).
+//! Owns no I/O: callers read/write the pipes and feed bytes through here.
 
 pub mod frame;
 pub mod message;
+pub mod order;
 
 pub use frame::{
     EncodeError, Frame, FrameDecoder, FrameError, FrameType, HEADER_LEN, MAGIC, MAX_BODY_LEN, MAX_META_LEN, VERSION,
     encode_empty, encode_frame, encode_json, frame_limit_for_body,
 };
+pub use order::{Event, FrameOrder, Violation};
 pub use message::{
     ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LEGACY_MAX_FRAME_BYTES, LogMeta, RequestMeta,
     ResponseMeta,
