@@ -10,6 +10,7 @@
 mod chunked;
 pub mod date;
 mod errors;
+mod host;
 mod request;
 mod response;
 
