@@ -489,7 +489,7 @@ fn split_target(method: &str, target: &str) -> Result<(String, Option<String>), 
         if authority_end == 0 {
             return Err(BAD);
         }
-        check_authority(after_scheme[..authority_end].as_bytes())?;
+        check_authority(&after_scheme.as_bytes()[..authority_end])?;
         &after_scheme[authority_end..]
     };
     let (path, query) = match rest.split_once('?') {
