@@ -11,6 +11,8 @@ mod chunked;
 pub mod date;
 mod errors;
 mod host;
+#[cfg(test)]
+pub(crate) mod proptests;
 mod request;
 mod response;
 
