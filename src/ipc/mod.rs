@@ -6,6 +6,8 @@
 pub mod frame;
 pub mod message;
 pub mod order;
+#[cfg(test)]
+mod proptests;
 
 pub use frame::{
     EncodeError, Frame, FrameDecoder, FrameError, FrameType, HEADER_LEN, MAGIC, MAX_BODY_LEN, MAX_META_LEN, VERSION,
