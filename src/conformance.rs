@@ -7,7 +7,6 @@
 //! (header, type, meta shape, ids, ordering). Every child is SIGKILLed and reaped at the
 //! end, pass or fail.
 
-use std::collections::HashSet;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -17,15 +16,15 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::ipc::{
-    ConfigMeta, CreditMeta, ForwardMeta, Frame, FrameDecoder, FrameType, HeartbeatMeta, HelloMeta, LogMeta,
-    RequestMeta, ResponseMeta, encode_frame, encode_json,
+    ConfigMeta, Event, Frame, FrameDecoder, FrameOrder, FrameType, HeartbeatMeta, HelloMeta, RequestMeta, ResponseMeta,
+    encode_empty, encode_json,
 };
 use crate::spawn::{Program, SpawnSpec, spawn_worker};
 
 /// Heartbeat interval sent in CONFIG; heartbeats must arrive within 3× this.
 const HEARTBEAT_INTERVAL: f64 = 0.2;
 /// Largest frame body accepted from the worker under test.
-const MAX_BODY: u32 = 64 << 20;
+const MAX_BODY: u64 = 64 << 20;
 /// Size of the large-body case.
 const LARGE_BODY: usize = 4 << 20;
 
@@ -169,10 +168,8 @@ struct Kit {
     decoder: FrameDecoder,
     reply_eof: bool,
     exited: Option<WaitStatus>,
-    hello_seen: bool,
-    /// Requests given and not answered.
-    given: HashSet<u64>,
-    streaming: HashSet<u64>,
+    /// Protocol state and frame-order rules (requests given, streams, HELLO, credits).
+    order: FrameOrder,
     next_id: u64,
     /// Why this worker can no longer be tested (invalid frame, pipe closed, timeout).
     broken: Option<String>,
@@ -205,12 +202,10 @@ impl Kit {
             request_tx: Some(w.request_tx),
             reply_rx: w.reply_rx,
             outputs: vec![(w.stdout_rx, "stdout", Vec::new()), (w.stderr_rx, "stderr", Vec::new())],
-            decoder: FrameDecoder::new(MAX_BODY),
+            decoder: FrameDecoder::new(crate::ipc::frame_limit_for_body(MAX_BODY)),
             reply_eof: false,
             exited: None,
-            hello_seen: false,
-            given: HashSet::new(),
-            streaming: HashSet::new(),
+            order: FrameOrder::new(),
             next_id: 1,
             broken: None,
         })
@@ -225,6 +220,7 @@ impl Kit {
             timeout: 30.0,
             log_level: "info".into(),
             kwargs: serde_json::Map::new(),
+            max_frame_bytes: crate::ipc::frame_limit_for_body(MAX_BODY),
         }
     }
 
@@ -247,15 +243,16 @@ impl Kit {
     }
 
     /// Frame a REQUEST and mark its id given.
-    fn request_frame(&mut self, method: &str, path: &str, body: &[u8]) -> (u64, Vec<u8>) {
+    fn request_frame(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u64, Vec<u8>), String> {
         let id = self.next_id;
         self.next_id += 1;
         // A `?` in the path (e.g. `--stream-path '/s?stream=3'`) becomes the query.
         let (path, query) = path.split_once('?').unwrap_or((path, "conformance=1"));
         let mut wire = Vec::new();
-        encode_json(&mut wire, FrameType::Request, id, &Kit::request_meta(method, path, Some(query), id), body);
-        self.given.insert(id);
-        (id, wire)
+        encode_json(&mut wire, FrameType::Request, id, &Kit::request_meta(method, path, Some(query), id), body)
+            .map_err(|e| format!("cannot encode REQUEST: {e}"))?;
+        self.order.give(id);
+        Ok((id, wire))
     }
 
     fn fail<T>(&mut self, why: String) -> Result<T, String> {
@@ -362,68 +359,11 @@ impl Kit {
         }
     }
 
-    /// Check one frame against the protocol's rules for worker → dispatcher frames.
-    fn validate(&mut self, f: &Frame) -> Result<(), String> {
-        let kind = f.kind.name();
-        if f.kind != FrameType::Hello && !self.hello_seen {
-            return Err(format!("{kind} before HELLO"));
-        }
-        let meta_err = |e: crate::ipc::FrameError| format!("bad {kind} meta: {e}");
-        match f.kind {
-            FrameType::Hello => {
-                if self.hello_seen {
-                    return Err("second HELLO".into());
-                }
-                let m: HelloMeta = f.meta_json().map_err(meta_err)?;
-                self.hello_seen = true;
-                if m.credits == 0 {
-                    return Err("HELLO with 0 credits".into());
-                }
-            }
-            FrameType::Response | FrameType::StreamStart => {
-                let m: ResponseMeta = f.meta_json().map_err(meta_err)?;
-                if !(200..=599).contains(&m.status) {
-                    return Err(format!("{kind} status {} not in 200..=599", m.status));
-                }
-                if !self.given.contains(&f.request_id) {
-                    return Err(format!("{kind} for id {} that was not given or is finished", f.request_id));
-                }
-                if self.streaming.contains(&f.request_id) {
-                    return Err(format!("{kind} for id {} after STREAM_START", f.request_id));
-                }
-                if f.kind == FrameType::StreamStart {
-                    self.streaming.insert(f.request_id);
-                } else {
-                    self.given.remove(&f.request_id);
-                }
-            }
-            FrameType::StreamChunk | FrameType::StreamEnd => {
-                if !self.streaming.contains(&f.request_id) {
-                    return Err(format!("{kind} for id {} without STREAM_START", f.request_id));
-                }
-                if f.kind == FrameType::StreamEnd {
-                    self.streaming.remove(&f.request_id);
-                    self.given.remove(&f.request_id);
-                }
-            }
-            FrameType::Heartbeat => {
-                let m: HeartbeatMeta = f.meta_json().map_err(meta_err)?;
-                if let Some(id) = m.in_hand.iter().chain(&m.extend).find(|id| !self.given.contains(id)) {
-                    return Err(format!("HEARTBEAT names id {id} the worker does not hold"));
-                }
-            }
-            FrameType::Log => {
-                let _: LogMeta = f.meta_json().map_err(meta_err)?;
-            }
-            FrameType::Credit => {
-                let _: CreditMeta = f.meta_json().map_err(meta_err)?;
-            }
-            FrameType::Forward => {
-                let _: ForwardMeta = f.meta_json().map_err(meta_err)?;
-            }
-            other => return Err(format!("{} is a dispatcher → worker frame", other.name())),
-        }
-        Ok(())
+    /// Check one frame against the protocol's rules for worker → dispatcher frames: the
+    /// same [`FrameOrder`] the dispatcher uses, so the kit fails exactly what would get
+    /// the worker killed in a pool.
+    fn validate(&mut self, f: &Frame) -> Result<Event, String> {
+        self.order.check(f).map_err(|v| v.to_string())
     }
 
     /// Collect answers (RESPONSE, or a whole stream) for `ids`, skipping other frames.
@@ -472,33 +412,51 @@ impl Kit {
     fn handshake(&mut self, timeout: Duration) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         let mut wire = Vec::new();
-        encode_json(&mut wire, FrameType::Config, 0, &Kit::config_meta(), b"");
+        encode_json(&mut wire, FrameType::Config, 0, &Kit::config_meta(), b"")
+            .map_err(|e| format!("cannot encode CONFIG: {e}"))?;
         if let Err(e) = self.write_all(&wire, deadline) {
             return self.fail(e);
         }
-        match self.next_frame(deadline, "HELLO") {
-            Ok(Some(f)) if f.kind == FrameType::Hello => {
-                let m: HelloMeta = f.meta_json().map_err(|e| e.to_string())?;
-                let note = if m.pid as i32 == self.pid.as_raw() {
-                    String::new()
-                } else {
-                    format!(", HELLO pid {} != child pid {}", m.pid, self.pid)
-                };
-                Ok(format!("credits {}{note}", m.credits))
+        // LOG may come first (a worker explains its setup); any other frame before HELLO
+        // is a violation that `next_frame` reports.
+        let hello = loop {
+            match self.next_frame(deadline, "HELLO") {
+                Ok(Some(f)) if f.kind == FrameType::Hello => match f.meta_json::<HelloMeta>() {
+                    Ok(m) => break m,
+                    Err(e) => return self.fail(e.to_string()),
+                },
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    let status = self.wait_exit(Instant::now() + Duration::from_millis(500));
+                    return self
+                        .fail(format!("worker closed its reply pipe before HELLO ({})", describe_status(status)));
+                }
+                Err(e) => return self.fail(e),
             }
-            Ok(Some(f)) => self.fail(format!("first frame is {}", f.kind.name())),
-            Ok(None) => {
-                let status = self.wait_exit(Instant::now() + Duration::from_millis(500));
-                self.fail(format!("worker closed its reply pipe before HELLO ({})", describe_status(status)))
+        };
+        let mut note = if hello.pid as i32 == self.pid.as_raw() {
+            String::new()
+        } else {
+            format!(", HELLO pid {} != child pid {}", hello.pid, self.pid)
+        };
+        // HELLO with 0 credits is a paused start: the request cases need a CREDIT first.
+        if hello.credits == 0 {
+            while self.order.credits() == 0 {
+                match self.next_frame(deadline, "CREDIT after HELLO with 0 credits") {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return self.fail("worker closed its reply pipe before any credit".into()),
+                    Err(e) => return self.fail(e),
+                }
             }
-            Err(e) => self.fail(e),
+            note.push_str(&format!(", then CREDIT {}", self.order.credits()));
         }
+        Ok(format!("credits {}{note}", hello.credits))
     }
 
     /// Send one request, expect one answer with a valid status.
     fn one_request(&mut self, method: &str, path: &str, body: &[u8], t: Duration) -> Result<Answer, String> {
         let deadline = Instant::now() + t;
-        let (id, wire) = self.request_frame(method, path, body);
+        let (id, wire) = self.request_frame(method, path, body)?;
         if let Err(e) = self.write_all(&wire, deadline) {
             return self.fail(e);
         }
@@ -553,8 +511,8 @@ impl Kit {
 
     fn case_back_to_back(&mut self, t: Duration) -> Result<String, String> {
         let deadline = Instant::now() + t;
-        let (a, mut wire) = self.request_frame("GET", "/conformance/one", b"");
-        let (b, wire2) = self.request_frame("POST", "/conformance/two", b"second");
+        let (a, mut wire) = self.request_frame("GET", "/conformance/one", b"")?;
+        let (b, wire2) = self.request_frame("POST", "/conformance/two", b"second")?;
         wire.extend_from_slice(&wire2);
         if let Err(e) = self.write_all(&wire, deadline) {
             return self.fail(e);
@@ -565,7 +523,7 @@ impl Kit {
 
     fn case_disconnect_unknown(&mut self, t: Duration) -> Result<String, String> {
         let mut wire = Vec::new();
-        encode_frame(&mut wire, FrameType::Disconnect, 999_999_999, b"", b"");
+        encode_empty(&mut wire, FrameType::Disconnect, 999_999_999);
         if let Err(e) = self.write_all(&wire, Instant::now() + t) {
             return self.fail(e);
         }
@@ -582,7 +540,7 @@ impl Kit {
     fn case_split(&mut self, t: Duration) -> Result<String, String> {
         let deadline = Instant::now() + t;
         let body: Vec<u8> = (0..=255u8).rev().collect();
-        let (id, wire) = self.request_frame("POST", "/conformance/split", &body);
+        let (id, wire) = self.request_frame("POST", "/conformance/split", &body)?;
         // Cut inside the header, inside the meta and twice inside the body.
         let cuts = [0, 7, 30, wire.len() - 200, wire.len() - 50, wire.len()];
         for w in cuts.windows(2) {
@@ -605,7 +563,7 @@ impl Kit {
 
     fn case_stop(&mut self, t: Duration) -> Result<String, String> {
         let mut wire = Vec::new();
-        encode_frame(&mut wire, FrameType::Stop, 0, b"{}", b"");
+        encode_empty(&mut wire, FrameType::Stop, 0);
         let deadline = Instant::now() + t;
         if let Err(e) = self.write_all(&wire, deadline) {
             return self.fail(e);
@@ -621,7 +579,8 @@ impl Kit {
     fn case_malformed(&mut self, t: Duration) -> Result<String, String> {
         let deadline = Instant::now() + t;
         let mut bad = Vec::new();
-        encode_json(&mut bad, FrameType::Request, 1, &Kit::request_meta("GET", "/bad", None, 1), b"");
+        encode_json(&mut bad, FrameType::Request, 1, &Kit::request_meta("GET", "/bad", None, 1), b"")
+            .map_err(|e| format!("cannot encode REQUEST: {e}"))?;
         bad[0] = b'X';
         bad[1] = b'Y';
         if let Err(e) = self.write_all(&bad, deadline) {

@@ -254,8 +254,14 @@ impl Dispatcher {
         let frame = match encode_request(id, &meta, &req.body) {
             Ok(frame) => frame,
             Err(e) => {
+                // The limits that stop these at the reader come first; this catches what
+                // they let through (a head whose JSON form outgrows the meta limit).
+                let status = match e {
+                    ipc::EncodeError::MetaTooLarge { .. } => 431,
+                    ipc::EncodeError::BodyTooLarge { .. } => 413,
+                };
                 let to = ReplyTo { keep_alive: false, ..to };
-                return self.reply_error(key, &to, 413, &e);
+                return self.reply_error(key, &to, status, &e.to_string());
             }
         };
         self.new_request(id, Some(key), p, frame, to.clone(), now);
@@ -629,6 +635,11 @@ impl Dispatcher {
             warn!("{from}: forward to {}: pool {} cannot take it; dropped", meta.route, self.pools[p.0].name());
             return;
         }
+        // Workers accept bodies up to max_body_bytes (CONFIG max_frame_bytes).
+        if body.len() as u64 > self.config.server.limits.max_body_bytes {
+            warn!("{from}: forward to {}: body of {} bytes over max_body_bytes; dropped", meta.route, body.len());
+            return;
+        }
         if !self.budget.fits(body.len() as u64) {
             warn!("{from}: forward to {}: the buffer budget is spent; dropped", meta.route);
             return;
@@ -674,12 +685,9 @@ impl Dispatcher {
 }
 
 /// A REQUEST frame, or why the protocol cannot carry it.
-fn encode_request(id: ReqId, meta: &RequestMeta, body: &[u8]) -> Result<Vec<u8>, String> {
-    if u32::try_from(body.len()).is_err() {
-        return Err(format!("a {}-byte body is over the worker protocol's 4 GiB frame limit", body.len()));
-    }
+fn encode_request(id: ReqId, meta: &RequestMeta, body: &[u8]) -> Result<Vec<u8>, ipc::EncodeError> {
     let mut frame = Vec::with_capacity(256 + body.len());
-    ipc::encode_json(&mut frame, FrameType::Request, id.0, meta, body);
+    ipc::encode_json(&mut frame, FrameType::Request, id.0, meta, body)?;
     Ok(frame)
 }
 

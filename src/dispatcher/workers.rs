@@ -207,8 +207,7 @@ impl Dispatcher {
             tx_pos: 0,
             tx_blocked_since: None,
             reply_rx: Some(spawned.reply_rx),
-            // Config caps max_frame_bytes at the wire's u32 body length.
-            decoder: FrameDecoder::new(u32::try_from(cfg.max_frame_bytes).unwrap_or(u32::MAX)),
+            decoder: FrameDecoder::new(ipc::frame_limit_for_body(cfg.max_frame_bytes)),
             stdout: Some(OutputPipe::new(spawned.stdout_rx)),
             stderr: Some(OutputPipe::new(spawned.stderr_rx)),
             capture: Capture::new(name, spawned.pid.as_raw(), tuning::max_output_rate(cfg), now),
@@ -246,13 +245,18 @@ impl Dispatcher {
             timeout: cfg.timeout.as_secs_f64(),
             log_level: cfg.log_level.clone(),
             kwargs: cfg.kwargs.clone(),
+            max_frame_bytes: ipc::frame_limit_for_body(self.config.server.limits.max_body_bytes),
         };
-        ipc::encode_json(&mut w.tx_buf, FrameType::Config, 0, &config, &[]);
+        let config_sent = ipc::encode_json(&mut w.tx_buf, FrameType::Config, 0, &config, &[]);
         info!("worker {} started (pid {})", w.name(), w.pid);
         self.pids.insert(w.pid.as_raw(), key);
         self.pools[p.0].occupy(slot, key);
         entry.insert(w);
         self.arm_worker(key, now);
+        if let Err(e) = config_sent {
+            self.dirty.dying.push((key, format!("could not be sent its CONFIG: {e}")));
+            return;
+        }
         if !ok {
             self.dirty.dying.push((key, "could not register its pipes".into()));
             return;
@@ -569,7 +573,7 @@ impl Dispatcher {
             w.abandoned.pop_front();
         }
         w.abandoned.push_back(id);
-        ipc::encode_frame(&mut w.tx_buf, FrameType::Disconnect, id.0, &[], &[]);
+        ipc::encode_empty(&mut w.tx_buf, FrameType::Disconnect, id.0);
         self.flush_worker(key);
     }
 
@@ -579,7 +583,8 @@ impl Dispatcher {
         if !w.streams.contains(&id) || !w.alive() {
             return;
         }
-        ipc::encode_json(&mut w.tx_buf, FrameType::Flow, id.0, &ipc::FlowMeta { paused }, &[]);
+        // A two-field meta always fits a frame.
+        let _ = ipc::encode_json(&mut w.tx_buf, FrameType::Flow, id.0, &ipc::FlowMeta { paused }, &[]);
         self.flush_worker(key);
     }
 
@@ -925,7 +930,7 @@ impl Dispatcher {
         }
         info!("retiring worker {} (pid {}): finishing {} request(s), then exiting", w.name(), w.pid, w.in_hand.len());
         w.state = ProcState::Stopping;
-        ipc::encode_frame(&mut w.tx_buf, FrameType::Stop, 0, &[], &[]);
+        ipc::encode_empty(&mut w.tx_buf, FrameType::Stop, 0);
         self.flush_worker(key);
     }
 
@@ -938,7 +943,7 @@ impl Dispatcher {
                 continue;
             }
             w.state = ProcState::Stopping;
-            ipc::encode_frame(&mut w.tx_buf, FrameType::Stop, 0, &[], &[]);
+            ipc::encode_empty(&mut w.tx_buf, FrameType::Stop, 0);
             self.flush_worker(WorkerKey(key));
         }
     }

@@ -10,6 +10,9 @@
 mod chunked;
 pub mod date;
 mod errors;
+mod host;
+#[cfg(test)]
+pub(crate) mod proptests;
 mod request;
 mod response;
 

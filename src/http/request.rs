@@ -11,6 +11,7 @@ use crate::config::Limits;
 use super::Version;
 use super::chunked::ChunkedDecoder;
 use super::errors::{HttpError, from_httparse};
+use super::host::check_authority;
 
 /// Headers parsed into a stack array before falling back to the heap.
 const STACK_HEADERS: usize = 64;
@@ -390,7 +391,10 @@ fn parse_head<'b>(
                     conn_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
                 }
             }
-            "host" => hosts += 1,
+            "host" => {
+                check_authority(h.value)?;
+                hosts += 1;
+            }
             "expect" if version == Version::Http11 => {
                 if !value.trim().eq_ignore_ascii_case("100-continue") {
                     return Err(HttpError::new(417, "unsupported expectation"));
@@ -500,9 +504,12 @@ fn split_target(method: &str, target: &str) -> Result<(String, Option<String>), 
             .or_else(|| strip_prefix_ignore_case(target, "https://"))
             .ok_or(BAD)?;
         let authority_end = after_scheme.find(['/', '?']).unwrap_or(after_scheme.len());
+        // RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid; §4.2.4: userinfo
+        // is an error (check_authority refuses `@`).
         if authority_end == 0 {
             return Err(BAD);
         }
+        check_authority(&after_scheme.as_bytes()[..authority_end])?;
         &after_scheme[authority_end..]
     };
     let (path, query) = match rest.split_once('?') {
@@ -650,6 +657,26 @@ mod tests {
     req!(bad_header_name, b"GET / HTTP/1.1\r\nHost: a\r\nX(A): 1\r\n\r\n", Err(400));
     req!(missing_host_http11, b"GET / HTTP/1.1\r\n\r\n", Err(400));
     req!(double_host, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(400));
+    req!(double_identical_host, b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", Err(400));
+    req!(double_host_http10, b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Err(400));
+    req!(host_with_space, b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Err(400));
+    req!(host_with_slash, b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", Err(400));
+    req!(host_with_userinfo, b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", Err(400));
+    req!(host_port_out_of_range, b"GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n", Err(400));
+    req!(host_port_not_digits, b"GET / HTTP/1.1\r\nHost: a:x\r\n\r\n", Err(400));
+    req!(host_bad_on_http10, b"GET / HTTP/1.0\r\nHost: a b\r\n\r\n", Err(400));
+    req!(host_empty_port_ok, b"GET / HTTP/1.1\r\nHost: a:\r\n\r\n", |r| assert_eq!(r.header("host"), Some("a:")));
+    req!(host_empty_ok, b"GET / HTTP/1.1\r\nHost:\r\n\r\n", |r| assert_eq!(r.header("host"), Some("")));
+    req!(host_ipv6_ok, b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", |r| assert_eq!(
+        r.header("host"),
+        Some("[::1]:8080")
+    ));
+    req!(host_trailing_space_trimmed, b"GET / HTTP/1.1\r\nHost: a:80 \r\n\r\n", |r| assert_eq!(
+        r.header("host"),
+        Some("a:80")
+    ));
+    req!(absolute_form_userinfo, b"GET http://u@a/x HTTP/1.1\r\nHost: a\r\n\r\n", Err(400));
+    req!(absolute_form_bad_port, b"GET http://a:99999/x HTTP/1.1\r\nHost: a\r\n\r\n", Err(400));
     req!(lone_cr_before_request, b"\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", Err(400));
     req!(unknown_expectation, b"POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx", Err(417));
 

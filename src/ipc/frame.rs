@@ -164,12 +164,13 @@ pub enum FrameError {
         /// The limit.
         max: u32,
     },
-    /// `body_len` is over the decoder's `max_body`.
-    BodyTooLarge {
-        /// Declared body length.
-        len: u32,
+    /// The whole frame (`HEADER_LEN + meta_len + body_len`) is over the decoder's
+    /// `max_frame`.
+    FrameTooLarge {
+        /// Declared frame length.
+        len: u64,
         /// The limit.
-        max: u32,
+        max: u64,
     },
     /// The meta is not a JSON object of the shape the frame type needs.
     BadMeta {
@@ -193,8 +194,8 @@ impl fmt::Display for FrameError {
             FrameError::MetaTooLarge { len, max } => {
                 write!(f, "frame meta of {len} bytes is over the limit of {max}")
             }
-            FrameError::BodyTooLarge { len, max } => {
-                write!(f, "frame body of {len} bytes is over the limit of {max}")
+            FrameError::FrameTooLarge { len, max } => {
+                write!(f, "frame of {len} bytes is over the limit of {max}")
             }
             FrameError::BadMeta { kind, error } => write!(f, "bad {kind} meta: {error}"),
         }
@@ -203,24 +204,90 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// Appends one frame to `out`.
+/// Largest `body_len` the wire format can carry (a u32). A body larger than this cannot be
+/// sent in one frame: the dispatcher must refuse it (413) before it tries.
+pub const MAX_BODY_LEN: u64 = u32::MAX as u64;
+
+/// The frame size limit (`max_frame_bytes`) needed so that a REQUEST carrying a body of
+/// `max_body_bytes` fits: the header, the largest meta the protocol allows, and the body.
 ///
-/// # Panics
-/// If `meta` or `body` is longer than `u32::MAX` bytes. Callers bound bodies far below
-/// that (HTTP body limits, `max_frame_bytes`), so this is a bug, not input.
-pub fn encode_frame(out: &mut Vec<u8>, kind: FrameType, request_id: u64, meta: &[u8], body: &[u8]) {
-    let meta_len = u32::try_from(meta.len()).expect("frame meta longer than u32::MAX");
-    let body_len = u32::try_from(body.len()).expect("frame body longer than u32::MAX");
+/// This is the one place the rule lives. The dispatcher sends the result to every worker
+/// in CONFIG (`max_frame_bytes`) and sizes its own decoders from it, so an operator who
+/// raises `max_body_bytes` gets those bodies delivered instead of workers killed by a
+/// frame over a fixed limit. Bodies over [`MAX_BODY_LEN`] cannot be framed at all, so
+/// the result never exceeds the largest frame the format can express.
+pub fn frame_limit_for_body(max_body_bytes: u64) -> u64 {
+    HEADER_LEN as u64 + u64::from(MAX_META_LEN) + max_body_bytes.min(MAX_BODY_LEN)
+}
+
+/// A frame the encoder refuses to produce because no peer may accept it. The output
+/// buffer is left as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodeError {
+    /// The meta is longer than [`MAX_META_LEN`].
+    MetaTooLarge {
+        /// Meta length in bytes.
+        len: usize,
+    },
+    /// The body is longer than [`MAX_BODY_LEN`].
+    BodyTooLarge {
+        /// Body length in bytes.
+        len: usize,
+    },
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::MetaTooLarge { len } => {
+                write!(f, "frame meta of {len} bytes is over the limit of {MAX_META_LEN}")
+            }
+            EncodeError::BodyTooLarge { len } => {
+                write!(f, "frame body of {len} bytes is over the limit of {MAX_BODY_LEN}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+fn meta_len_u32(len: usize) -> Result<u32, EncodeError> {
+    u32::try_from(len).ok().filter(|&n| n <= MAX_META_LEN).ok_or(EncodeError::MetaTooLarge { len })
+}
+
+fn body_len_u32(len: usize) -> Result<u32, EncodeError> {
+    u32::try_from(len).map_err(|_| EncodeError::BodyTooLarge { len })
+}
+
+/// Appends one frame to `out`, or leaves `out` unchanged when `meta` is over
+/// [`MAX_META_LEN`] or `body` over [`MAX_BODY_LEN`].
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    kind: FrameType,
+    request_id: u64,
+    meta: &[u8],
+    body: &[u8],
+) -> Result<(), EncodeError> {
+    let meta_len = meta_len_u32(meta.len())?;
+    let body_len = body_len_u32(body.len())?;
     out.reserve(HEADER_LEN + meta.len() + body.len());
     put_header(out, kind, request_id, meta_len, body_len);
     out.extend_from_slice(meta);
     out.extend_from_slice(body);
+    Ok(())
 }
 
 /// Appends one frame whose meta is `meta` serialized as JSON. The JSON is written straight
-/// into `out` and the header's `meta_len` patched afterwards (no temporary buffer).
-pub fn encode_json<T: serde::Serialize>(out: &mut Vec<u8>, kind: FrameType, request_id: u64, meta: &T, body: &[u8]) {
-    let body_len = u32::try_from(body.len()).expect("frame body longer than u32::MAX");
+/// into `out` and the header's `meta_len` patched afterwards (no temporary buffer). On
+/// error `out` is truncated back to its length on entry.
+pub fn encode_json<T: serde::Serialize>(
+    out: &mut Vec<u8>,
+    kind: FrameType,
+    request_id: u64,
+    meta: &T,
+    body: &[u8],
+) -> Result<(), EncodeError> {
+    let body_len = body_len_u32(body.len())?;
     let start = out.len();
     put_header(out, kind, request_id, 0, body_len);
     let meta_start = out.len();
@@ -230,9 +297,22 @@ pub fn encode_json<T: serde::Serialize>(out: &mut Vec<u8>, kind: FrameType, requ
         log::error!("could not serialize {kind} meta: {e}");
         out.truncate(meta_start);
     }
-    let meta_len = u32::try_from(out.len() - meta_start).expect("frame meta longer than u32::MAX");
+    let meta_len = match meta_len_u32(out.len() - meta_start) {
+        Ok(n) => n,
+        Err(e) => {
+            out.truncate(start);
+            return Err(e);
+        }
+    };
     out[start + 12..start + 16].copy_from_slice(&meta_len.to_be_bytes());
     out.extend_from_slice(body);
+    Ok(())
+}
+
+/// Appends one frame with an empty meta (`{}`) and an empty body (STOP, DISCONNECT):
+/// the only frames whose encoding cannot fail.
+pub fn encode_empty(out: &mut Vec<u8>, kind: FrameType, request_id: u64) {
+    put_header(out, kind, request_id, 0, 0);
 }
 
 fn put_header(out: &mut Vec<u8>, kind: FrameType, request_id: u64, meta_len: u32, body_len: u32) {
@@ -257,7 +337,7 @@ struct Header {
 /// it returns `Ok(None)`.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    max_body: u32,
+    max_frame: u64,
     /// Received bytes; `buf[pos..]` is not yet consumed.
     buf: Vec<u8>,
     pos: usize,
@@ -268,9 +348,22 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// A decoder accepting bodies up to `max_body` bytes.
-    pub fn new(max_body: u32) -> Self {
-        FrameDecoder { max_body, buf: Vec::new(), pos: 0, header: None, failed: None }
+    /// A decoder accepting frames of up to `max_frame` bytes in all (header, meta and
+    /// body), with a meta of at most [`MAX_META_LEN`]. Compute `max_frame` with
+    /// [`frame_limit_for_body`] from the largest body the peer may send.
+    pub fn new(max_frame: u64) -> Self {
+        FrameDecoder { max_frame, buf: Vec::new(), pos: 0, header: None, failed: None }
+    }
+
+    /// Changes the frame limit for frames whose header has not arrived yet, e.g. once a
+    /// worker has read `max_frame_bytes` from CONFIG.
+    pub fn set_max_frame(&mut self, max_frame: u64) {
+        self.max_frame = max_frame;
+    }
+
+    /// The current frame limit.
+    pub fn max_frame(&self) -> u64 {
+        self.max_frame
     }
 
     /// Appends bytes read from the pipe.
@@ -306,7 +399,7 @@ impl FrameDecoder {
     }
 
     /// Bytes received but not yet returned as frames. Callers cap this (with the limits
-    /// above, one frame never needs more than `HEADER_LEN + MAX_META_LEN + max_body`).
+    /// above, one frame never needs more than `max_frame`).
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -366,10 +459,17 @@ impl FrameDecoder {
         if meta_len > MAX_META_LEN {
             return Err(FrameError::MetaTooLarge { len: meta_len, max: MAX_META_LEN });
         }
-        if body_len > self.max_body {
-            return Err(FrameError::BodyTooLarge { len: body_len, max: self.max_body });
+        let frame_len = HEADER_LEN as u64 + u64::from(meta_len) + u64::from(body_len);
+        if frame_len > self.max_frame {
+            return Err(FrameError::FrameTooLarge { len: frame_len, max: self.max_frame });
         }
-        Ok(Some(Header { kind, request_id, meta_len: meta_len as usize, body_len: body_len as usize }))
+        // Within `max_frame`, so within memory on 64-bit targets; a 32-bit target whose
+        // usize cannot hold the payload treats it as too large.
+        let too_large = FrameError::FrameTooLarge { len: frame_len, max: self.max_frame };
+        let meta_len = usize::try_from(meta_len).map_err(|_| too_large.clone())?;
+        let body_len = usize::try_from(body_len).map_err(|_| too_large.clone())?;
+        meta_len.checked_add(body_len).ok_or(too_large)?;
+        Ok(Some(Header { kind, request_id, meta_len, body_len }))
     }
 }
 
@@ -399,7 +499,7 @@ mod tests {
         ];
         let mut out = Vec::new();
         for f in &frames {
-            encode_frame(&mut out, f.kind, f.request_id, &f.meta, &f.body);
+            encode_frame(&mut out, f.kind, f.request_id, &f.meta, &f.body).unwrap();
         }
         (out, frames)
     }
@@ -413,7 +513,7 @@ mod tests {
     #[test]
     fn header_layout_is_big_endian() {
         let mut out = Vec::new();
-        encode_frame(&mut out, FrameType::Request, 0x0102030405060708, b"{}", b"abc");
+        encode_frame(&mut out, FrameType::Request, 0x0102030405060708, b"{}", b"abc").unwrap();
         assert_eq!(&out[..HEADER_LEN], &[0x52, 0x57, 1, 2, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 2, 0, 0, 0, 3]);
         assert_eq!(&out[HEADER_LEN..], b"{}abc");
     }
@@ -512,26 +612,95 @@ mod tests {
         put_header(&mut hdr, FrameType::Response, 1, 2, u32::MAX);
         let mut d = FrameDecoder::new(1024);
         d.push(&hdr);
-        assert_eq!(d.next_frame(), Err(FrameError::BodyTooLarge { len: u32::MAX, max: 1024 }));
+        let len = HEADER_LEN as u64 + 2 + u64::from(u32::MAX);
+        assert_eq!(d.next_frame(), Err(FrameError::FrameTooLarge { len, max: 1024 }));
 
-        // Exactly at the limits is fine.
+        // The limit counts header, meta and body together; exactly at it is fine.
         let mut out = Vec::new();
-        encode_frame(&mut out, FrameType::StreamChunk, 3, b"", &[7u8; 1024]);
-        let mut d = FrameDecoder::new(1024);
+        encode_frame(&mut out, FrameType::StreamChunk, 3, b"{}", &[7u8; 1000]).unwrap();
+        assert_eq!(out.len(), 1022);
+        let mut d = FrameDecoder::new(1022);
         d.push(&out);
-        assert_eq!(d.next_frame().unwrap().unwrap().body.len(), 1024);
+        assert_eq!(d.next_frame().unwrap().unwrap().body.len(), 1000);
+        let mut d = FrameDecoder::new(1021);
+        d.push(&out);
+        assert_eq!(d.next_frame(), Err(FrameError::FrameTooLarge { len: 1022, max: 1021 }));
+    }
+
+    #[test]
+    fn frame_limit_covers_header_meta_and_body() {
+        let limit = frame_limit_for_body(10 << 20);
+        assert_eq!(limit, 20 + (1 << 20) + (10 << 20));
+        // A REQUEST with the largest meta and a body at the limit decodes.
+        let mut hdr = Vec::new();
+        put_header(&mut hdr, FrameType::Request, 1, MAX_META_LEN, 10 << 20);
+        let mut d = FrameDecoder::new(limit);
+        d.push(&hdr);
+        assert_eq!(d.next_frame(), Ok(None));
+        // Bodies beyond what a u32 can frame do not raise the limit further.
+        assert_eq!(frame_limit_for_body(u64::MAX), frame_limit_for_body(MAX_BODY_LEN));
+        assert_eq!(frame_limit_for_body(0), 20 + (1 << 20));
+    }
+
+    #[test]
+    fn oversized_encodes_fail_and_leave_the_buffer_alone() {
+        assert_eq!(body_len_u32(u32::MAX as usize), Ok(u32::MAX));
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(body_len_u32(u32::MAX as usize + 1), Err(EncodeError::BodyTooLarge { len: 1 << 32 }));
+        let max = MAX_META_LEN as usize;
+        assert_eq!(meta_len_u32(max), Ok(MAX_META_LEN));
+        assert_eq!(meta_len_u32(max + 1), Err(EncodeError::MetaTooLarge { len: max + 1 }));
+
+        let mut out = b"kept".to_vec();
+        let big = vec![b' '; max + 1];
+        assert_eq!(
+            encode_frame(&mut out, FrameType::Log, 0, &big, b""),
+            Err(EncodeError::MetaTooLarge { len: max + 1 })
+        );
+        assert_eq!(out, b"kept");
+        // JSON meta is measured after serialization: a string of `max` bytes plus quotes.
+        let text = "x".repeat(max);
+        assert_eq!(
+            encode_json(&mut out, FrameType::Log, 0, &json!({ "msg": text }), b"body"),
+            Err(EncodeError::MetaTooLarge { len: max + 10 })
+        );
+        assert_eq!(out, b"kept");
+        assert_eq!(
+            EncodeError::BodyTooLarge { len: 5 }.to_string(),
+            "frame body of 5 bytes is over the limit of 4294967295"
+        );
+    }
+
+    #[test]
+    fn empty_frames_equal_frames_with_empty_parts() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_empty(&mut a, FrameType::Disconnect, 9);
+        encode_frame(&mut b, FrameType::Disconnect, 9, b"", b"").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), HEADER_LEN);
+    }
+
+    #[test]
+    fn limit_can_change_between_frames() {
+        let mut out = Vec::new();
+        encode_frame(&mut out, FrameType::Response, 1, b"", &[1u8; 100]).unwrap();
+        let mut d = FrameDecoder::new(50);
+        assert_eq!(d.max_frame(), 50);
+        d.set_max_frame(120);
+        d.push(&out);
+        assert_eq!(d.next_frame().unwrap().unwrap().body.len(), 100);
     }
 
     #[test]
     fn encode_json_patches_meta_len() {
         let mut a = Vec::new();
-        encode_json(&mut a, FrameType::Credit, 0, &json!({"credits": 3}), b"x");
+        encode_json(&mut a, FrameType::Credit, 0, &json!({"credits": 3}), b"x").unwrap();
         let mut b = Vec::new();
-        encode_frame(&mut b, FrameType::Credit, 0, br#"{"credits":3}"#, b"x");
+        encode_frame(&mut b, FrameType::Credit, 0, br#"{"credits":3}"#, b"x").unwrap();
         assert_eq!(a, b);
         // Appends after existing content without disturbing it.
         let mut c = b"prefix".to_vec();
-        encode_json(&mut c, FrameType::Credit, 0, &json!({"credits": 3}), b"x");
+        encode_json(&mut c, FrameType::Credit, 0, &json!({"credits": 3}), b"x").unwrap();
         assert_eq!(&c[6..], &b[..]);
     }
 
@@ -556,8 +725,8 @@ mod tests {
     fn error_messages_read_well() {
         assert_eq!(FrameError::BadMagic(*b"GE").to_string(), "bad frame magic 47 45 (expected \"RW\")");
         assert_eq!(
-            FrameError::BodyTooLarge { len: 10, max: 5 }.to_string(),
-            "frame body of 10 bytes is over the limit of 5"
+            FrameError::FrameTooLarge { len: 10, max: 5 }.to_string(),
+            "frame of 10 bytes is over the limit of 5"
         );
         assert_eq!(
             FrameError::BadMeta { kind: FrameType::StreamStart, error: "x".into() }.to_string(),

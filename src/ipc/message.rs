@@ -22,6 +22,20 @@ pub struct ConfigMeta {
     pub log_level: String,
     /// Free-form worker arguments from the pool config.
     pub kwargs: serde_json::Map<String, serde_json::Value>,
+    /// Largest frame (header + meta + body) the dispatcher may send this worker; its
+    /// decoder must accept every frame up to this size. Follows from the body limit
+    /// ([`crate::ipc::frame_limit_for_body`]). A dispatcher that predates the field sends
+    /// none: the worker then assumes the historical 64 MiB body limit.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: u64,
+}
+
+/// What a worker assumes when CONFIG has no `max_frame_bytes`: the 64 MiB frame body
+/// limit every worker used before the field existed.
+pub const LEGACY_MAX_FRAME_BYTES: u64 = 20 + (1 << 20) + (64 << 20);
+
+fn default_max_frame_bytes() -> u64 {
+    LEGACY_MAX_FRAME_BYTES
 }
 
 /// `REQUEST` meta.
@@ -141,8 +155,8 @@ mod tests {
         T: Serialize + serde::de::DeserializeOwned,
     {
         let mut out = Vec::new();
-        encode_json(&mut out, kind, 5, meta, b"body");
-        let mut d = FrameDecoder::new(16);
+        encode_json(&mut out, kind, 5, meta, b"body").unwrap();
+        let mut d = FrameDecoder::new(crate::ipc::frame_limit_for_body(16));
         d.push(&out);
         let f = d.next_frame().unwrap().unwrap();
         assert_eq!((f.kind, f.request_id, &f.body[..]), (kind, 5, &b"body"[..]));
@@ -161,6 +175,7 @@ mod tests {
             timeout: 30.0,
             log_level: "warning".into(),
             kwargs,
+            max_frame_bytes: crate::ipc::frame_limit_for_body(100 << 20),
         };
         assert_eq!(round_trip(FrameType::Config, &c), c);
 
@@ -215,6 +230,14 @@ mod tests {
 
     #[test]
     fn omitted_fields_take_their_defaults() {
+        // CONFIG from a dispatcher that predates max_frame_bytes.
+        let c: ConfigMeta = serde_json::from_value(json!({
+            "protocol": 1, "pool": "p", "worker_id": 0, "heartbeat_interval": 1.0,
+            "timeout": 30.0, "log_level": "info", "kwargs": {}
+        }))
+        .unwrap();
+        assert_eq!(c.max_frame_bytes, LEGACY_MAX_FRAME_BYTES);
+        assert_eq!(LEGACY_MAX_FRAME_BYTES, crate::ipc::frame_limit_for_body(64 << 20));
         let h: HelloMeta = serde_json::from_str(r#"{"pid": 9}"#).unwrap();
         assert_eq!(h.credits, 1);
         let hb: HeartbeatMeta = serde_json::from_str("{}").unwrap();

@@ -1,16 +1,23 @@
 //! The pipe protocol between the dispatcher and its workers (docs/protocol.md): frame
 //! header, encoder, incremental decoder ([`frame`]) and the JSON meta of each frame type
-//! ([`message`]). Owns no I/O: callers read/write the pipes and feed bytes through here.
+//! ([`message`]), and the frame-order rules for a worker connection ([`order`]).
+//! Owns no I/O: callers read/write the pipes and feed bytes through here.
 
 pub mod frame;
 pub mod message;
+pub mod order;
+#[cfg(test)]
+mod proptests;
 
 pub use frame::{
-    Frame, FrameDecoder, FrameError, FrameType, HEADER_LEN, MAGIC, MAX_META_LEN, VERSION, encode_frame, encode_json,
+    EncodeError, Frame, FrameDecoder, FrameError, FrameType, HEADER_LEN, MAGIC, MAX_BODY_LEN, MAX_META_LEN, VERSION,
+    encode_empty, encode_frame, encode_json, frame_limit_for_body,
 };
 pub use message::{
-    ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LogMeta, RequestMeta, ResponseMeta,
+    ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LEGACY_MAX_FRAME_BYTES, LogMeta,
+    RequestMeta, ResponseMeta,
 };
+pub use order::{Event, FrameOrder, Violation};
 
 #[cfg(test)]
 mod tests {
@@ -63,7 +70,7 @@ mod tests {
             all_bytes |= (0..=255u8).all(|b| body.contains(&b));
 
             let mut out = Vec::new();
-            encode_frame(&mut out, kind, v.request_id, v.meta.as_bytes(), &body);
+            encode_frame(&mut out, kind, v.request_id, v.meta.as_bytes(), &body).unwrap();
             assert_eq!(out, wire, "{}: encoding", v.name);
 
             let mut d = FrameDecoder::new(1 << 20);

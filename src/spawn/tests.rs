@@ -309,9 +309,10 @@ fn native_echo_says_hello_over_fd_4() {
         timeout: 30.0,
         log_level: "warning".into(),
         kwargs: Default::default(),
+        max_frame_bytes: crate::ipc::LEGACY_MAX_FRAME_BYTES,
     };
     let mut out = Vec::new();
-    encode_json(&mut out, FrameType::Config, 0, &config, b"");
+    encode_json(&mut out, FrameType::Config, 0, &config, b"").unwrap();
     w.request_tx.write_all(&out).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(10);

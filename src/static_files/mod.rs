@@ -31,6 +31,9 @@ pub mod conditional;
 pub mod mime;
 pub mod resolve;
 
+#[cfg(test)]
+mod proptests;
+
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;

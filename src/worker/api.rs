@@ -250,8 +250,7 @@ impl WorkerContext {
     pub(crate) fn send_frame<T: serde::Serialize>(&mut self, kind: FrameType, id: u64, meta: &T, body: &[u8]) -> bool {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        encode_json(&mut buf, kind, id, meta, body);
-        let ok = self.write_raw(&buf).is_ok();
+        let ok = encode_json(&mut buf, kind, id, meta, body).is_ok() && self.write_raw(&buf).is_ok();
         self.scratch = buf;
         ok
     }
@@ -259,8 +258,7 @@ impl WorkerContext {
     fn send_empty(&mut self, kind: FrameType, id: u64, body: &[u8]) -> bool {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        encode_frame(&mut buf, kind, id, b"", body);
-        let ok = self.write_raw(&buf).is_ok();
+        let ok = encode_frame(&mut buf, kind, id, b"", body).is_ok() && self.write_raw(&buf).is_ok();
         self.scratch = buf;
         ok
     }

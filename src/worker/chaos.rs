@@ -251,8 +251,9 @@ impl NativeWorker for Chaos {
             }
             Action::BadOrder => {
                 let mut buf = Vec::new();
-                crate::ipc::encode_frame(&mut buf, FrameType::StreamChunk, id, b"", b"out of order\n");
-                let _ = ctx.write_raw(&buf);
+                if crate::ipc::encode_frame(&mut buf, FrameType::StreamChunk, id, b"", b"out of order\n").is_ok() {
+                    let _ = ctx.write_raw(&buf);
+                }
                 Reply::Deferred
             }
             Action::Foreign => {
@@ -351,6 +352,7 @@ mod tests {
             timeout: 30.0,
             log_level: "info".into(),
             kwargs: serde_json::Map::new(),
+            max_frame_bytes: crate::ipc::LEGACY_MAX_FRAME_BYTES,
         })
     }
 
@@ -407,7 +409,7 @@ mod tests {
         assert!(matches!(frames, Err(crate::ipc::FrameError::BadMagic(_))));
 
         let (_, frames) = run("oversized=1");
-        assert!(matches!(frames, Err(crate::ipc::FrameError::BodyTooLarge { len: 0xFFFF_FFF0, .. })));
+        assert!(matches!(frames, Err(crate::ipc::FrameError::FrameTooLarge { .. })));
 
         let (reply, frames) = run("sleep=abc");
         assert!(matches!(reply, Reply::Response { status: 400, .. }));

@@ -35,6 +35,7 @@ mod tests {
             timeout: 30.0,
             log_level: "warning".into(),
             kwargs: serde_json::Map::new(),
+            max_frame_bytes: crate::ipc::LEGACY_MAX_FRAME_BYTES,
         }
     }
 
@@ -147,7 +148,7 @@ mod tests {
 
         fn send_json<T: serde::Serialize>(&self, kind: FrameType, id: u64, meta: &T, body: &[u8]) {
             let mut b = Vec::new();
-            encode_json(&mut b, kind, id, meta, body);
+            encode_json(&mut b, kind, id, meta, body).unwrap();
             self.send(&b);
         }
 
@@ -204,7 +205,7 @@ mod tests {
         // A request split across writes, body with every byte value.
         let body: Vec<u8> = (0..=255u8).collect();
         let mut wire = Vec::new();
-        encode_json(&mut wire, FrameType::Request, 41, &request("POST", "/p", None), &body);
+        encode_json(&mut wire, FrameType::Request, 41, &request("POST", "/p", None), &body).unwrap();
         for part in wire.chunks(7) {
             h.send(part);
         }
@@ -220,7 +221,7 @@ mod tests {
         assert!(hb.meta_json::<HeartbeatMeta>().unwrap().in_hand.is_empty());
 
         let mut empty = Vec::new();
-        encode_frame(&mut empty, FrameType::Disconnect, 777, b"", b"");
+        encode_frame(&mut empty, FrameType::Disconnect, 777, b"", b"").unwrap();
         h.send(&empty);
         h.send_json(FrameType::Stop, 0, &serde_json::json!({}), b"");
         assert_eq!(h.finish(), 0);

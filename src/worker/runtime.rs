@@ -18,7 +18,7 @@ pub const REPLY_FD: RawFd = 4;
 
 /// Largest frame body this runtime accepts from the dispatcher (the dispatcher enforces
 /// the pool's `max_frame_bytes`; this only bounds what a corrupt header could allocate).
-pub const MAX_BODY: u32 = 1 << 30;
+pub const MAX_BODY: u64 = 1 << 30;
 
 /// Exit status when `setup()` fails.
 pub const EXIT_SETUP_FAILED: i32 = 1;
@@ -74,6 +74,8 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
         Ok(None) => return 0,
         Err(e) => return fatal(&e.to_string()),
     };
+    // Honour the dispatcher's frame limit (never below our own allocation bound).
+    reader.decoder.set_max_frame(config.max_frame_bytes.max(MAX_BODY));
     let mut ctx = WorkerContext::for_fd(config, reply_fd);
 
     if let Err(msg) = worker.setup(&mut ctx) {
