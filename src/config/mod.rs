@@ -265,6 +265,13 @@ impl Config {
     }
 }
 
+/// A [`ConfigError`] at `key` of config `text` (from `source`), for checks made on a
+/// loaded config (`preflight`); without a position if the key is not in the text.
+pub fn locate(source: &str, text: &str, key: &str, message: &str) -> ConfigError {
+    let span = toml::de::DeTable::parse(text).ok().and_then(|tree| SpanIndex::build(tree.get_ref()).span_of(key));
+    ConfigError::at(source, text, span, Some(key.to_string()), message)
+}
+
 /// First existing directory of: `$RUSTWORKERS_STATIC_DIR`, `./static`, the crate's `static/`.
 fn find_static_dir() -> Option<PathBuf> {
     let candidates = [
