@@ -17,8 +17,10 @@ use lexopt::prelude::*;
 pub enum Command {
     /// Run the server with this config file, or the embedded default when `None`.
     Run { config: Option<PathBuf> },
-    /// Validate a config file and exit.
+    /// Validate a config file (including what only shows at startup) and exit.
     Check { config: PathBuf },
+    /// Print, per pool, the interpreter and shim (or program) it will start.
+    Info { config: Option<PathBuf> },
     /// Run the pipe-protocol conformance suite against a worker.
     Conformance(ConformanceArgs),
     /// Print the version and exit.
@@ -68,7 +70,12 @@ rustworkers: a pre-fork worker server
 
 USAGE:
     rustworkers [-c FILE]               run the server (embedded default config without -c)
-    rustworkers check [-c] FILE         validate FILE and exit (status 0 if valid, 1 if not)
+    rustworkers check [-c] FILE         validate FILE, including what would fail at startup
+                                        (missing programs, interpreters, users, native
+                                        workers); exit 0 if it can start (warnings are
+                                        printed), 1 if not
+    rustworkers info [-c FILE]          print, per pool, the program, interpreter and
+                                        Python shim it will use
     rustworkers conformance [OPTIONS] -- PROG [ARGS...]
                                         test a worker program against the pipe protocol
     rustworkers conformance [OPTIONS] --native NAME
@@ -103,8 +110,10 @@ ENVIRONMENT:
     RUST_LOG                  log filter for the dispatcher (env_logger syntax), e.g. info,
                               rustworkers=debug
     RUSTWORKERS_STATIC_DIR    static folder served by the embedded default config
-    RUSTWORKERS_SHIM_DIR      directory holding the `rustworkers` Python package for
-                              python and wsgi pools
+    RUSTWORKERS_SHIM_DIR      directory holding the `rustworkers` Python package: put
+                              first on PYTHONPATH of python/wsgi pools. Unset: a shim the
+                              pool's interpreter imports (pip install .) is used, else the
+                              one bundled with this binary's checkout
 ";
 
 /// The verb chosen before options and positional arguments are sorted out.
@@ -112,6 +121,7 @@ ENVIRONMENT:
 enum Verb {
     Run,
     Check,
+    Info,
 }
 
 /// Parse the arguments after `argv[0]`. The error is a one-line message that already
@@ -137,6 +147,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
             Value(value) if verb.is_none() && positional.is_empty() => match value.to_str() {
                 Some("help") => return Ok(Command::Help),
                 Some("check") => verb = Some(Verb::Check),
+                Some("info") => verb = Some(Verb::Info),
                 Some("conformance") => {
                     if config.is_some() {
                         return Err("`conformance` takes no config file".into());
@@ -161,8 +172,12 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
             };
             Ok(Command::Check { config })
         }
+        Verb::Info => match positional.first() {
+            Some(extra) => Err(format!("unexpected argument {extra:?}")),
+            None => Ok(Command::Info { config }),
+        },
         Verb::Run => match positional.first() {
-            Some(word) => Err(format!("unknown command {word:?} (commands: check, conformance, help)")),
+            Some(word) => Err(format!("unknown command {word:?} (commands: check, info, conformance, help)")),
             None => Ok(Command::Run { config }),
         },
     }
@@ -279,6 +294,13 @@ mod tests {
     }
 
     #[test]
+    fn info_forms() {
+        assert_eq!(parse(&["info"]), Ok(Command::Info { config: None }));
+        assert_eq!(parse(&["info", "-c", "a.toml"]), Ok(Command::Info { config: Some("a.toml".into()) }));
+        assert!(parse(&["info", "x"]).unwrap_err().contains("unexpected argument"));
+    }
+
+    #[test]
     fn conformance_takes_everything_after_the_program() {
         assert_eq!(
             parse(&["conformance", "--", "python3", "-m", "w", "-c", "x"]),
@@ -315,7 +337,7 @@ mod tests {
         }
         assert_eq!(parse(&["check", "--help"]), Ok(Command::Help));
         assert_eq!(parse(&["conformance", "--help"]), Ok(Command::Help));
-        for word in ["QUIT", "RUST_LOG", "--config", "check", "conformance", "--native", "--stream-path"] {
+        for word in ["QUIT", "RUST_LOG", "--config", "check", "info", "conformance", "--native", "--stream-path"] {
             assert!(USAGE.contains(word), "help lacks {word}");
         }
         assert!(USAGE.contains("--timeout") && USAGE.contains("RUSTWORKERS_SHIM_DIR"));

@@ -186,11 +186,20 @@ struct Answer {
 
 impl Kit {
     fn start(opts: &Options) -> Result<Kit, String> {
+        // Python programs find the shim as a pool's workers do.
+        let (program, env) = match &opts.program {
+            Program::Exec { argv } => {
+                let cmd = crate::python::kit_command(argv);
+                let env = cmd.pythonpath.map(|p| ("PYTHONPATH".to_string(), p)).into_iter().collect();
+                (Program::Exec { argv: cmd.argv }, env)
+            }
+            native => (native.clone(), Vec::new()),
+        };
         let spec = SpawnSpec {
             pool: "conformance".into(),
             worker_id: 0,
-            program: opts.program.clone(),
-            env: Vec::new(),
+            program,
+            env,
             cwd: None,
             memory_limit_mb: None,
             user: None,

@@ -16,6 +16,7 @@ pub mod ipc;
 pub mod logging;
 pub mod metrics;
 pub mod pool;
+pub mod preflight;
 pub mod python;
 pub mod spawn;
 pub mod static_files;

@@ -176,3 +176,56 @@ fn help_lists_every_verb_and_option() {
         assert!(out.contains(word), "--help lacks {word}:\n{out}");
     }
 }
+
+/// Issue 8.3: configs that parse but cannot start, each reported by `check` at its key and
+/// line: (pool lines, line of the bad key, key).
+const CANNOT_START: &[(&str, usize, &str)] = &[
+    ("native = \"hello\"\n", 4, "pool[0].native"),
+    ("command = [\"./no-such-worker\"]\n", 4, "pool[0].command[0]"),
+    ("command = [\"no-such-program-rw\"]\n", 4, "pool[0].command[0]"),
+    ("command = [\"./not-executable\"]\n", 4, "pool[0].command[0]"),
+    ("python = \"m:C\"\ninterpreter = \"pyhton3\"\n", 5, "pool[0].interpreter"),
+    ("native = \"echo\"\nuser = \"no-such-user-rw\"\n", 5, "pool[0].user"),
+    ("native = \"echo\"\ngroup = \"no-such-group-rw\"\n", 5, "pool[0].group"),
+];
+
+#[test]
+fn check_reports_what_cannot_start_at_its_line() {
+    let dir = TempDir::new();
+    dir.write("not-executable", "#!/bin/sh\n");
+    for (i, (pool, line, key)) in CANNOT_START.iter().enumerate() {
+        let text = format!("[[pool]]\nname = \"p\"\nroutes = [\"/p/**\"]\n{pool}");
+        let p = dir.write(&format!("c{i}.toml"), text).display().to_string();
+        let o = run(&["check", "-c", &p]);
+        let msg = all_output(&o);
+        assert_eq!(o.status.code(), Some(1), "case {i}: {msg}");
+        assert!(msg.contains(&format!("{p}:{line}:")) && msg.contains(key), "case {i}: {msg}");
+    }
+}
+
+#[test]
+fn check_warns_about_a_missing_module_path_and_passes() {
+    let dir = TempDir::new();
+    let text = "[[pool]]\nname = \"p\"\nroutes = [\"/p/**\"]\nwsgi = \"app:app\"\nmodule_path = \"later\"\n";
+    let p = dir.write("w.toml", text).display().to_string();
+    let o = run(&["check", "-c", &p]);
+    let msg = all_output(&o);
+    assert_eq!(o.status.code(), Some(0), "{msg}");
+    assert!(
+        msg.contains("warning:") && msg.contains(&format!("{p}:5:")) && msg.contains("pool[0].module_path"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn info_prints_interpreter_and_shim_per_pool() {
+    let o = run(&["info", "-c", &repo().join("examples/config.toml").display().to_string()]);
+    let out = all_output(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    for needle in ["pool items:", "pool flask:", "pool echo:", "interpreter: python3 (/", "shim: /"] {
+        assert!(out.contains(needle), "info lacks {needle:?}:\n{out}");
+    }
+    let o = run(&["info"]);
+    assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
+    assert!(all_output(&o).contains("no pools"));
+}

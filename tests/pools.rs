@@ -493,6 +493,20 @@ fn conformance_kit_passes_native_echo() {
 }
 
 #[test]
+fn conformance_kit_finds_the_bundled_shim_like_pools_do() {
+    // Issue 8.1: the documented command from a clean clone, with no PYTHONPATH at all.
+    let out = Command::new(binary())
+        .args(["conformance", "--", "python3", "-m", "rustworkers", "worker", "examples.items_worker:ItemsWorker"])
+        .current_dir(repo())
+        .env_remove("PYTHONPATH")
+        .output()
+        .expect("run conformance");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "conformance failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}
+
+#[test]
 fn conformance_kit_passes_python_items_worker() {
     let pp = format!("{}/workers:{}", repo().display(), repo().display());
     run_conformance(

@@ -265,6 +265,13 @@ impl Config {
     }
 }
 
+/// A [`ConfigError`] at `key` of config `text` (from `source`), for checks made on a
+/// loaded config (`preflight`); without a position if the key is not in the text.
+pub fn locate(source: &str, text: &str, key: &str, message: &str) -> ConfigError {
+    let span = toml::de::DeTable::parse(text).ok().and_then(|tree| SpanIndex::build(tree.get_ref()).span_of(key));
+    ConfigError::at(source, text, span, Some(key.to_string()), message)
+}
+
 /// First existing directory of: `$RUSTWORKERS_STATIC_DIR`, `./static`, the crate's `static/`.
 fn find_static_dir() -> Option<PathBuf> {
     let candidates = [
@@ -282,7 +289,7 @@ fn parse_config(text: &str, source: &str, base_dir: &Path, drop_statics: bool) -
     let spans = SpanIndex::build(tree.get_ref());
     let mut raw: FileConfig = toml::from_str(text).map_err(|err| {
         let key = err.span().and_then(|span| spans.path_at(&span));
-        ConfigError::at(source, text, err.span(), key, err.message())
+        ConfigError::at(source, text, err.span(), key, &plain_expectation(err.message()))
     })?;
     if drop_statics {
         raw.statics.clear();
@@ -292,6 +299,45 @@ fn parse_config(text: &str, source: &str, base_dir: &Path, drop_statics: bool) -
         let span = spans.span_of(&err.key);
         ConfigError::at(source, text, span, Some(err.key), &err.message)
     })
+}
+
+/// serde names the Rust type it wanted (`expected u32`, `expected a sequence`); say what
+/// to write in TOML instead. Durations and sizes have their own wording already.
+fn plain_expectation(message: &str) -> String {
+    const WORDS: [(&str, &str); 10] = [
+        ("expected u8", "expected a non-negative integer"),
+        ("expected u16", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected i32", "expected an integer"),
+        ("expected i64", "expected an integer"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+        ("expected a boolean", "expected true or false"),
+    ];
+    let mut out = message.to_string();
+    // `expected struct FileServer`: the name is ours, not the user's.
+    if let Some(at) = out.find("expected struct ") {
+        let name_start = at + "expected struct ".len();
+        let name_len = out[name_start..].find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(out.len() - name_start);
+        out.replace_range(at..name_start + name_len, "expected a table");
+    }
+    for (rust, toml) in WORDS {
+        // Whole words only: `expected u32` must not match inside `expected u320`.
+        let mut from = 0;
+        while let Some(at) = out[from..].find(rust).map(|i| i + from) {
+            let end = at + rust.len();
+            let boundary = !out[end..].starts_with(|c: char| c.is_ascii_alphanumeric());
+            if boundary {
+                out.replace_range(at..end, toml);
+                from = at + toml.len();
+            } else {
+                from = end;
+            }
+        }
+    }
+    out
 }
 
 fn absolute(path: &Path) -> PathBuf {

@@ -504,3 +504,25 @@ fn relative_command_resolves_against_the_config_dir() {
     assert_eq!(pool("\"/usr/bin/w\"")[0], "/usr/bin/w", "absolute stays");
     assert_eq!(pool("\"python3\"")[0], "python3", "bare names are looked up in PATH");
 }
+
+#[test]
+fn type_errors_name_the_toml_type() {
+    let cases = [
+        ("[server]\nbacklog = \"big\"\n", "expected a non-negative integer"),
+        ("[server]\nbacklog = -1\n", "expected a non-negative integer"),
+        (&format!("{POOL}num_workers = \"4\"\n"), "expected an integer"),
+        (&format!("{POOL}routes2 = 1\n"), "unknown field"),
+        ("[server]\nkeepalive_timeout = \"5s\"\n", "a number of seconds"),
+        ("[server.limits]\nmax_body_bytes = \"10M\"\n", "a size in bytes"),
+        ("[[pool]]\nname = \"a\"\nroutes = \"/x\"\nnative = \"echo\"\n", "expected an array"),
+        ("[[static]]\nprefix = \"/\"\npath = \"static\"\nauthoritative = \"yes\"\n", "expected true or false"),
+        ("server = 3\n", "expected a table"),
+    ];
+    for (text, needle) in cases {
+        let err = parse_err(text).to_string();
+        assert!(err.contains(needle), "{err} lacks {needle:?}");
+        for rust in ["u32", "usize", "i64", "sequence", "struct"] {
+            assert!(!err.contains(&format!("expected {rust}")), "{err}");
+        }
+    }
+}

@@ -133,21 +133,12 @@ fn spawn_spec(pool: &crate::config::PoolConfig, slot: usize) -> SpawnSpec {
         WorkerKind::Python { target, interpreter, module_path }
         | WorkerKind::Wsgi { target, interpreter, module_path } => {
             let mode = if matches!(pool.worker, WorkerKind::Python { .. }) { "worker" } else { "wsgi" };
-            let mut paths: Vec<String> = Vec::new();
-            if let Some(shim) = crate::python::shim_dir() {
-                paths.push(shim.display().to_string());
+            let cmd = crate::python::shim_command(interpreter, &[mode.into(), target.clone()], module_path);
+            if let Some(path) = cmd.pythonpath {
+                env.push(("PYTHONPATH".into(), path));
             }
-            paths.extend(module_path.iter().map(|p| p.display().to_string()));
-            if let Ok(existing) = std::env::var("PYTHONPATH")
-                && !existing.is_empty()
-            {
-                paths.push(existing);
-            }
-            env.push(("PYTHONPATH".into(), paths.join(":")));
             env.push(("PYTHONUNBUFFERED".into(), "1".into()));
-            Program::Exec {
-                argv: vec![interpreter.clone(), "-m".into(), "rustworkers".into(), mode.into(), target.clone()],
-            }
+            Program::Exec { argv: cmd.argv }
         }
     };
     SpawnSpec {

@@ -433,7 +433,7 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// execvp's lookup, done before the fork: a name with a `/` is used as is (relative to the
 /// worker's cwd, since exec runs after chdir); otherwise the first executable regular file
 /// in `PATH`. Not found → ENOENT, or EACCES if only non-executable candidates exist.
-fn resolve_program(name: &str, path_var: Option<&OsStr>) -> Result<PathBuf, Errno> {
+pub(crate) fn resolve_program(name: &str, path_var: Option<&OsStr>) -> Result<PathBuf, Errno> {
     if name.is_empty() {
         return Err(Errno::ENOENT);
     }
