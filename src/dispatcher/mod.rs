@@ -237,7 +237,7 @@ impl Dispatcher {
                 .register(&mut l, token(TAG_LISTENER, i), Interest::READABLE)
                 .map_err(|error| RunError::Bind { addr: l.describe(), error })?;
             // Tests and operators read the actual address (port 0 is resolved here).
-            eprintln!("rustworkers: listening on {}", l.describe());
+            info!("listening on {}", l.describe());
             listeners.push(l);
         }
         let pools = config.pools.iter().cloned().map(Pool::new).collect();

@@ -260,6 +260,14 @@ impl Dispatcher {
     /// `max_connection_buffer` unread, or while the buffer budget is spent: its answer
     /// would need room the dispatcher does not have.
     pub(super) fn pump_pool(&mut self, p: PoolId, _now: Instant) {
+        // Finished requests leave the deadline list here, not only when the pool's timer
+        // fires: answers come about in order, so the list stays as short as what is open.
+        while let Some(&(_, id)) = self.pools[p.0].deadlines.front() {
+            if self.inflight.contains_key(&id) {
+                break;
+            }
+            self.pools[p.0].deadlines.pop_front();
+        }
         if self.pools[p.0].queue_len() == 0 {
             return;
         }

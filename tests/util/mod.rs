@@ -141,7 +141,7 @@ impl TestServer {
                     if std::env::var_os("RW_TEST_VERBOSE").is_some() {
                         eprintln!("[server {pid}] {line}");
                     }
-                    if let Some(rest) = line.strip_prefix("rustworkers: listening on ") {
+                    if let Some((_, rest)) = line.split_once("] listening on ") {
                         let _ = tx.send(rest.trim().to_string());
                     }
                     let mut l = log.lock().unwrap();
