@@ -29,6 +29,10 @@ pub const MAX_PIPELINE: usize = 32;
 /// Most bytes read from one socket per turn: the reader only enforces its limits when
 /// polled, and other connections get their turn.
 pub const READ_BUDGET: usize = 256 * 1024;
+/// What a connection holding nothing may read per turn while the global buffer budget
+/// is spent: enough for a request head (a health probe still gets through), too little
+/// for many connections to add up.
+pub const STARVED_READ: usize = 4096;
 /// Bytes buffered for a stream's client at which its worker is asked to pause (FLOW)...
 pub const FLOW_PAUSE_AT: usize = 1 << 20;
 /// ...and at which it is asked to resume.
@@ -313,10 +317,11 @@ impl Conn {
 
     /// Read until WouldBlock or the budget; bytes go into the request reader.
     /// Returns false when the connection failed and must be dropped.
-    pub fn read_available(&mut self, scratch: &mut [u8], now: Instant) -> bool {
-        let mut budget = READ_BUDGET;
+    pub fn read_available(&mut self, scratch: &mut [u8], limit: usize, now: Instant) -> bool {
+        let mut budget = limit;
         while budget > 0 {
-            match self.stream.read(scratch) {
+            let want = scratch.len().min(budget);
+            match self.stream.read(&mut scratch[..want]) {
                 Ok(0) => {
                     self.socket = SocketRead::Drained;
                     self.reading = Reading::PeerClosed;
@@ -333,7 +338,7 @@ impl Conn {
                         }
                         _ => {}
                     }
-                    if n < scratch.len() && self.socket != SocketRead::HangUp {
+                    if n < want && self.socket != SocketRead::HangUp {
                         // A short read drained the socket: a later write raises a new
                         // edge, so skip the read that would only say WouldBlock.
                         self.socket = SocketRead::Drained;

@@ -212,6 +212,8 @@ pub struct Dispatcher {
     scratch: Vec<u8>,
     timers: Timers,
     budget: Budget,
+    /// Connections that stopped reading because the budget was spent.
+    budget_waiters: Vec<ConnKey>,
     dirty: Dirty,
 }
 
@@ -265,6 +267,7 @@ impl Dispatcher {
             scratch: vec![0; connection::IO_CHUNK],
             timers: Timers::default(),
             budget,
+            budget_waiters: Vec::new(),
             dirty: Dirty::default(),
         };
         d.manage_pools(now);
@@ -442,10 +445,20 @@ impl Dispatcher {
         let cap = tuning::max_connection_buffer(&self.config.server);
         for round in 0..MAX_DRIVE_ROUNDS {
             let Some(conn) = self.conns.get_mut(key.0) else { return };
-            let wants = conn.wants_read(cap);
+            // Past the memory ceiling, only a connection holding nothing reads, and only a
+            // head's worth; the others wait (their clocks stopped) until room frees.
+            let read_limit = match (self.budget.exhausted(), conn.held) {
+                (false, _) => connection::READ_BUDGET,
+                (true, 0) => connection::STARVED_READ,
+                (true, _) => 0,
+            };
+            let wants = conn.wants_read(cap) && read_limit > 0;
+            if read_limit == 0 && conn.wants_read(cap) {
+                self.budget_waiters.push(key);
+            }
             conn.set_paused(!wants && conn.open_for_requests(), now);
             if wants && conn.socket != SocketRead::Drained {
-                if !conn.read_available(&mut self.scratch, now) {
+                if !conn.read_available(&mut self.scratch, read_limit, now) {
                     return self.close_conn(key);
                 }
                 self.parse_requests(key, now);
@@ -481,6 +494,7 @@ impl Dispatcher {
             self.resume_streams(key);
             let Some(conn) = self.conns.get_mut(key.0) else { return };
             let again = conn.wants_read(cap)
+                && !self.budget.exhausted()
                 && flush != Flush::Blocked
                 && (conn.socket != SocketRead::Drained || conn.reader.buffered() > 0 && round == 0);
             if !again || round + 1 == MAX_DRIVE_ROUNDS {
@@ -497,13 +511,26 @@ impl Dispatcher {
     /// Keep the budget's count of a connection's memory current.
     fn account_conn(&mut self, key: ConnKey) {
         let Some(conn) = self.conns.get_mut(key.0) else { return };
-        let now_held = conn.memory();
+        let (before, after) = (conn.held, conn.memory());
+        conn.held = after;
+        self.hold(before, after);
+    }
+
+    /// An owner's holding in the memory budget went from `before` to `after` bytes.
+    fn hold(&mut self, before: u64, after: u64) {
         let was_exhausted = self.budget.exhausted();
-        self.budget.change(conn.held, now_held);
-        conn.held = now_held;
+        self.budget.change(before, after);
         if was_exhausted && !self.budget.exhausted() {
-            self.mark_queued_pools();
+            self.budget_freed();
         }
+    }
+
+    /// The budget has room again: queued requests may go to workers, and connections
+    /// that stopped reading for it read again.
+    fn budget_freed(&mut self) {
+        self.mark_queued_pools();
+        let waiters = std::mem::take(&mut self.budget_waiters);
+        self.dirty.conns.extend(waiters);
     }
 
     /// Pools with waiting requests get pumped after this batch.
@@ -572,7 +599,7 @@ impl Dispatcher {
             return;
         }
         let mut conn = self.conns.remove(key.0);
-        self.budget.change(conn.held, 0);
+        self.hold(conn.held, 0);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         // Requests still waiting for this client: tell their workers, drop queued ones.
         for id in conn.slots.iter().filter(|s| s.fill != connection::Fill::Done).filter_map(|s| s.req) {

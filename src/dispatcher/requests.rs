@@ -286,7 +286,7 @@ impl Dispatcher {
         now: Instant,
     ) {
         let deadline = now + self.pools[p.0].config.timeout;
-        self.budget.change(0, frame.len() as u64);
+        self.hold(0, frame.len() as u64);
         self.pools[p.0].enqueue(id, deadline);
         self.arm_pool(p, deadline);
         self.inflight.insert(id, Inflight { conn, pool: p, deadline, state: ReqState::Queued { frame }, reply });
@@ -526,7 +526,7 @@ impl Dispatcher {
         self.paused_streams.remove(&id);
         if let ReqState::Queued { frame } = &inf.state {
             self.pools[inf.pool.0].dequeue(id);
-            self.budget.change(frame.len() as u64, 0);
+            self.hold(frame.len() as u64, 0);
         }
         Some(inf)
     }

@@ -350,7 +350,7 @@ impl Dispatcher {
             w.tx_blocked_since = Some(Instant::now());
         }
         let p = w.pool;
-        self.budget.change(written as u64, 0);
+        self.hold(written as u64, 0);
         if let Some(e) = failed {
             // EPIPE: the worker closed its request pipe; it is dying or dead.
             self.dirty.dying.push((key, format!("closed its request pipe ({e})")));
@@ -635,12 +635,13 @@ impl Dispatcher {
         if let Some(mut rx) = w.reply_rx.take() {
             let _ = reg.deregister(&mut rx);
         }
-        self.budget.change(w.backlog() as u64, 0);
+        let unsent = w.backlog() as u64;
         w.tx_buf = Vec::new();
         w.tx_pos = 0;
         let victims: Vec<ReqId> =
             std::mem::take(&mut w.in_hand).into_iter().filter(|id| !w.abandoned.contains(id)).collect();
         let (name, pid, pool) = (w.name().to_string(), w.pid, w.pool);
+        self.hold(unsent, 0);
         let described: Vec<String> = victims
             .iter()
             .filter_map(|id| {
@@ -729,6 +730,14 @@ impl Dispatcher {
             return;
         };
         let p = w.pool;
+        if self.phase != Phase::Running {
+            // Stopping: the slot stays empty; nothing to restart or count.
+            self.pools[p.0].vacate(slot, key);
+            self.pools[p.0].stop();
+            let level = if exit == Exit::Code(0) { log::Level::Info } else { log::Level::Warn };
+            log!(level, "worker {name} (pid {pid}) {how}");
+            return;
+        }
         let after = self.pools[p.0].on_worker_exit(slot, key, exit, now - w.started, w.served, now);
         if !was_ready {
             self.report_failed_start(p, &name, pid, &how, last_words);
