@@ -142,17 +142,78 @@ class EndToEndTest(unittest.TestCase):
                 f.write("import sys\nfrom rustworkers import Worker\n"
                         "class Raises(Worker):\n    def setup(self):\n        raise RuntimeError('nope')\n"
                         "class Exits(Worker):\n    def setup(self):\n        sys.exit(42)\n")
-            for target, code, text in (("bad_workers:Raises", 0, b"setup() failed"),
+            for target, code, text in (("bad_workers:Raises", 3, b"setup() failed"),
                                        ("bad_workers:Exits", 42, b""),
-                                       ("no_such_module:X", 0, b"loading no_such_module:X")):
+                                       ("no_such_module:X", 3, b"loading no_such_module:X")):
                 with self.subTest(target):
                     w = Proc("worker", target, [tmp])
                     try:
                         w.send(P.CONFIG, 0, CONFIG)
                         self.assertEqual(w.p.wait(5), code)
-                        self.assertIn(text, w.p.stderr.read())
+                        err = w.p.stderr.read()
+                        self.assertIn(text, err)
+                        if code == 3:  # a failed start keeps its traceback on stderr
+                            self.assertIn(b"Traceback", err)
                     finally:
                         w.close()
+
+
+
+SIZE_APP = ("def app(environ, start_response):\n"
+            "    body = environ['wsgi.input'].read()\n"
+            "    start_response('200 OK', [('content-type', 'text/plain')])\n"
+            "    return [b'%d %d' % (len(body), body.count(b'x'))]\n")
+
+
+class FrameLimitTest(unittest.TestCase):
+    """CONFIG `max_frame_bytes` sets the worker's limit for incoming frames (issue 7 #5)."""
+
+    def _start(self, tmp, limit):
+        with open(os.path.join(tmp, "size_app.py"), "w") as f:
+            f.write(SIZE_APP)
+        w = Proc("wsgi", "size_app:app", [tmp])
+        cfg = dict(CONFIG)
+        if limit is not None:
+            cfg["max_frame_bytes"] = limit
+        return w, cfg
+
+    def test_body_over_64_mib_delivered_when_config_allows(self):
+        size = (64 << 20) + 4096
+        with tempfile.TemporaryDirectory() as tmp:
+            w, cfg = self._start(tmp, 80 << 20)
+            try:
+                # CONFIG and the big REQUEST in one write: the limit must already apply to
+                # the frame read together with CONFIG.
+                meta = {"method": "POST", "path": "/", "query": None,
+                        "headers": [["content-length", str(size)]], "remote_addr": "127.0.0.1",
+                        "remote_port": 1, "http_version": "1.1", "x_request_id": "r",
+                        "forwarded": False, "context": None}
+                data = (P.encode_frame(P.CONFIG, 0, cfg)
+                        + P.encode_frame(P.REQUEST, 1, meta, b"x" * size))
+                os.write(w.req_w, data)
+                del data
+                self.assertEqual(w.next(P.HELLO).type, P.HELLO)
+                r = w.next(P.RESPONSE, timeout=30)
+                self.assertEqual((r.request_id, r.meta["status"], r.body),
+                                 (1, 200, b"%d %d" % (size, size)))
+                w.send(P.STOP)
+                self.assertEqual(w.p.wait(10), 0)
+            finally:
+                w.close()
+
+    def test_default_limit_is_64_mib(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            w, cfg = self._start(tmp, None)
+            try:
+                w.send(P.CONFIG, 0, cfg)
+                self.assertEqual(w.next(P.HELLO).type, P.HELLO)
+                # Only the header is needed: a body_len over the limit is fatal at once.
+                os.write(w.req_w, P.HEADER.pack(P.MAGIC, P.VERSION, P.REQUEST, 1, 0,
+                                                (64 << 20) + 1))
+                self.assertNotEqual(w.p.wait(10), 0)
+                self.assertIn(b"over limit", w.p.stderr.read())
+            finally:
+                w.close()
 
 
 if __name__ == "__main__":
