@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Test-only Python dependency: Flask, for the WSGI adapter tests (the shim itself is
-# stdlib only).
-if ! python3 -c 'import flask' 2>/dev/null; then
+# Test-only Python dependencies: Flask (WSGI adapter tests), FastAPI and uvloop (ASGI
+# adapter tests); the shim itself is stdlib only.
+if ! python3 -c 'import flask, fastapi, uvloop' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 fi
 
