@@ -195,3 +195,52 @@ env = { PYTHONPATH = "{repo}/workers:{repo}/tests/fixtures/python" }"#,
     assert!(log.contains("Traceback"), "no traceback:\n{log}");
     assert!(log.contains("exited with status 3"), "failed start must exit 3:\n{log}");
 }
+
+#[test]
+fn request_timeout_cancels_only_that_request() {
+    let s = asgi_server(
+        "fastapi",
+        r#""/api/**""#,
+        "fastapi_fixture:app",
+        r#"timeout = 1
+env = { PYTHONPATH = "{repo}/workers:{repo}/tests/fixtures/python" }"#,
+    );
+    assert_eq!(s.wait_ready("fastapi", 1, READY).len(), 1, "pool not ready; log:\n{}", s.log());
+    let pid = s.worker_pids("fastapi")[0];
+    let addr = s.addr.clone();
+    let slow = std::thread::spawn(move || get(&addr, "/api/sleep?s=30"));
+    let addr = s.addr.clone();
+    let short = std::thread::spawn(move || get(&addr, "/api/sleep?s=0.5"));
+    let r = short.join().expect("client thread");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = slow.join().expect("client thread");
+    assert_eq!(r.status, 504, "{}", r.text());
+    // The timed-out request's task was cancelled in the worker, which lives on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&s.addr, "/api/cancelled");
+        assert_eq!(r.status, 200, "{}", r.text());
+        if r.json()["sleep"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slow request never cancelled: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.worker_pids("fastapi"), [pid]);
+}
+
+#[test]
+fn conformance_kit_passes_against_asgi_adapter() {
+    let root = crate::util::repo();
+    let out = std::process::Command::new(crate::util::binary())
+        .args(["conformance", "--stream-path", "/stream?n=3", "--"])
+        .args(["python3", "-m", "rustworkers", "asgi", "asgi_fixture:app"])
+        .env("PYTHONPATH", format!("{0}/workers:{0}/tests/fixtures/python", root.display()))
+        .output()
+        .expect("run conformance");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "conformance failed ({:?}):\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    assert!(stdout.contains("streamed response"), "stream case did not run:\n{stdout}");
+}
