@@ -547,7 +547,12 @@ class AsgiWorker:
 
     def start_request(self, frame):
         rid = frame.request_id
-        scope = build_scope(frame.meta, self.root_path, self.state)
+        try:
+            scope = build_scope(frame.meta, self.root_path, self.state)
+        except Exception:  # meta of an unexpected shape: this request fails, not the loop
+            self.log(LOG_ERROR, "bad REQUEST meta:\n%s" % traceback.format_exc(), rid)
+            self.out.send(P.RESPONSE, rid, {"status": 500, "headers": []}, b"")
+            return
         cycle = Cycle(self, rid, scope, frame.body)
         self.cycles[rid] = cycle
         self.in_hand.add(rid)

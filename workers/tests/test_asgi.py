@@ -234,6 +234,17 @@ class AsgiWorkerTest(unittest.TestCase):
         finally:
             w.close()
 
+    def test_malformed_request_meta_fails_that_request_only(self):
+        w = start()
+        try:
+            hello(w)
+            w.send(P.REQUEST, 1, {"method": "GET", "path": "/scope", "headers": [["lonely"]]})
+            self.assertEqual(w.next(P.RESPONSE, rid=1).meta["status"], 500)
+            w.request(2, "GET", "/scope")
+            self.assertEqual(w.next(P.RESPONSE, rid=2).meta["status"], 200)
+        finally:
+            w.close()
+
     def test_eof_exits_zero(self):
         w = start()
         try:
