@@ -2,6 +2,7 @@
 //! One test binary; one module per area (ripgrep style).
 
 mod accept_limits;
+mod asgi;
 mod config_cli;
 mod http_front;
 mod lifecycle;

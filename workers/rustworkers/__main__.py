@@ -1,6 +1,11 @@
-"""Command line: `python -m rustworkers worker pkg.mod:Class` or `... wsgi pkg.mod:app`.
+"""Command line (docs/python.md), started by the dispatcher with fds 3 (requests) and
+4 (replies):
 
-Started by the dispatcher with fds 3 (requests) and 4 (replies); see docs/python.md.
+    python -m rustworkers worker pkg.mod:Class
+    python -m rustworkers wsgi   pkg.mod:app     [--factory]
+    python -m rustworkers asgi   pkg.mod:app     [--factory]
+
+`--factory`: the target is a callable taking no arguments that returns the app.
 """
 
 import sys
@@ -18,10 +23,12 @@ def _make_class_worker(target):
     return make
 
 
-def _make_wsgi_worker(target):
+def _make_wsgi_worker(target, factory):
     def make(cfg):
         from .wsgi import WsgiWorker
         app = load_target(target)
+        if factory:
+            app = app()
         return WsgiWorker(int(cfg.get("worker_id", 0)), None, None, None,
                           heartbeat_interval=cfg.get("heartbeat_interval", 1),
                           log_level=cfg.get("log_level", "warning"),
@@ -30,16 +37,24 @@ def _make_wsgi_worker(target):
     return make
 
 
-USAGE = "usage: python -m rustworkers {worker pkg.mod:Class | wsgi pkg.mod:app}\n"
+USAGE = ("usage: python -m rustworkers {worker pkg.mod:Class | wsgi pkg.mod:app [--factory]"
+         " | asgi pkg.mod:app [--factory]}\n")
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] not in ("worker", "wsgi"):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    factory = "--factory" in argv
+    if factory:
+        argv.remove("--factory")
+    if len(argv) != 2 or argv[0] not in ("worker", "wsgi", "asgi") or (
+            factory and argv[0] == "worker"):
         sys.stderr.write(USAGE)
         return 2
     kind, target = argv
-    make = _make_class_worker(target) if kind == "worker" else _make_wsgi_worker(target)
+    if kind == "asgi":
+        from .asgi import run_asgi
+        return run_asgi(target, factory=factory)
+    make = _make_class_worker(target) if kind == "worker" else _make_wsgi_worker(target, factory)
     return run(make, label=target)
 
 

@@ -127,6 +127,27 @@ def _match_pattern(pattern, path):
     return params
 
 
+def _compile_pattern(pattern):
+    """Pattern -> tuple of segments, each a literal `str` or `(name, converter)`; raises
+    ValueError for an unknown converter. Done once per route in `_build_routes`."""
+    return tuple(_parse_param(seg) or seg for seg in pattern.split("/") if seg)
+
+
+def _match_compiled(segs, path_segs):
+    """`_match_pattern` on a compiled pattern and a split path of the same length."""
+    params = {}
+    for pseg, seg in zip(segs, path_segs):
+        if pseg.__class__ is str:
+            if pseg != seg:
+                return None
+        else:
+            try:
+                params[pseg[0]] = pseg[1](seg)
+            except (ValueError, TypeError):
+                return None
+    return params
+
+
 def _decorated(cls):
     for name, attr in vars(cls).items():
         if callable(attr) and hasattr(attr, "_api_pattern"):
@@ -361,6 +382,7 @@ class Worker:
         self.log = Logger("%s[%s]" % (type(self).__name__, worker_id), None,
                           level_from(log_level))
         self._routes = []
+        self._routes_by_len = {}
         self._handlers = []
         self._accepting = True
         self._readers = {}
@@ -429,28 +451,47 @@ class Worker:
                 for name, attr in _decorated(cls):
                     routes.append((prefix + attr._api_pattern, attr._api_methods,
                                    getattr(handler, name)))
-        # Unknown converters fail here, at build time (QUIRK 2 fixed).
-        for pattern, _methods, _handler in routes:
-            for seg in pattern.split("/"):
-                _parse_param(seg)
         self._routes = routes
+        # Patterns compiled once (unknown converters fail here, at build time: QUIRK 2
+        # fixed), grouped by segment count: a route can only match a path with as many
+        # segments, and each group keeps declaration order, so first match still wins.
+        by_len = {}
+        for pattern, methods, handler in routes:
+            segs = _compile_pattern(pattern)
+            literal = segs if all(seg.__class__ is str for seg in segs) else None
+            by_len.setdefault(len(segs), []).append(
+                (segs, literal, None if methods is None else frozenset(methods), methods,
+                 handler))
+        self._routes_by_len = by_len
 
     def _match_route(self, request):
-        for pattern, methods, handler in self._routes:
-            if methods is not None and request.method not in methods:
+        path_segs = tuple(seg for seg in request.path.split("/") if seg)
+        method = request.method
+        for segs, literal, methods, _m, handler in self._routes_by_len.get(len(path_segs), ()):
+            if methods is not None and method not in methods:
                 continue
-            params = _match_pattern(pattern, request.path)
-            if params is not None:
-                request.path_params = params
-                return handler
+            if literal is not None:
+                if literal != path_segs:
+                    continue
+                params = {}
+            else:
+                params = _match_compiled(segs, path_segs)
+                if params is None:
+                    continue
+            request.path_params = params
+            return handler
         return None
 
     def _allowed_methods(self, path):
         """Union of the methods of every route matching `path` (QUIRK 1 fixed)."""
+        path_segs = tuple(seg for seg in path.split("/") if seg)
         allowed = []
         matched = False
-        for pattern, methods, _handler in self._routes:
-            if _match_pattern(pattern, path) is None:
+        for segs, literal, _ms, methods, _h in self._routes_by_len.get(len(path_segs), ()):
+            if literal is not None:
+                if literal != path_segs:
+                    continue
+            elif _match_compiled(segs, path_segs) is None:
                 continue
             matched = True
             for m in methods or ():

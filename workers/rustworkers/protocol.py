@@ -92,7 +92,9 @@ def encode_frame(ftype, request_id=0, meta=None, body=b""):
 
 
 class FrameDecoder:
-    """Incremental decoder: `feed(bytes)` returns the list of complete frames.
+    """Incremental decoder: `feed(bytes)` returns the list of complete frames;
+    `push(bytes)` + `frames()` yields them one by one, so a limit change made while
+    handling one frame (CONFIG `max_frame_bytes`) applies to the frames after it.
 
     After a ProtocolError the stream is unusable (there is no resynchronisation).
     """
@@ -104,16 +106,30 @@ class FrameDecoder:
     def pending(self):
         return len(self._buf)
 
+    def push(self, data):
+        self._buf += data
+
+    def missing(self):
+        """Bytes still needed to complete the frame in the buffer (0 when unknown): lets
+        the reader take a big body in big reads instead of 64 KiB at a time."""
+        if len(self._buf) < HEADER_LEN:
+            return 0
+        _, _, _, _, meta_len, body_len = HEADER.unpack_from(self._buf)
+        return max(0, HEADER_LEN + meta_len + body_len - len(self._buf))
+
+    def frames(self):
+        while True:
+            frame = self.next_frame()
+            if frame is None:
+                return
+            yield frame
+
     def feed(self, data):
         self._buf += data
-        frames = []
-        while True:
-            frame = self._next()
-            if frame is None:
-                return frames
-            frames.append(frame)
+        return list(self.frames())
 
-    def _next(self):
+    def next_frame(self):
+        """The next complete frame in the buffer, or None."""
         buf = self._buf
         if len(buf) < HEADER_LEN:
             # Check what we have of the magic early: a wrong first byte is a violation now.

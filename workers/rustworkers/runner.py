@@ -3,8 +3,8 @@
 Owns: signal set-up, reading CONFIG, importing and instantiating the user's class (or
 WSGI app), the HELLO handshake, and the single-threaded selector loop that reads frames,
 runs custom fd callbacks, serves requests one at a time, sends heartbeats and calls
-on_idle. Exit status: 0 on STOP / EOF of fd 3 / import or setup() failure, n for
-sys.exit(n), 1 for an exception escaping a hook.
+on_idle. Exit status: 0 on STOP / EOF of fd 3, `SETUP_FAILED` (3) for an import,
+constructor or setup() failure, n for sys.exit(n), 1 for an exception escaping a hook.
 """
 
 import collections
@@ -20,6 +20,11 @@ import traceback
 from . import protocol as P
 from .api import LOG_CRITICAL, LOG_ERROR, level_from  # noqa: F401
 from .transport import Transport
+
+# Exit status of a worker that failed to start (import, constructor, routes, setup(),
+# ASGI lifespan startup): non-zero so the dispatcher counts a failed start (restart
+# back-off, degraded pool). 3 is gunicorn's WORKER_BOOT_ERROR.
+SETUP_FAILED = 3
 
 
 def load_target(target):
@@ -53,23 +58,41 @@ def _heartbeat_interval(cfg):
     return value if value > 0 else 1.0
 
 
+def max_frame_bytes(cfg, default=P.DEFAULT_MAX_BODY):
+    """CONFIG `max_frame_bytes` (optional): the largest body the dispatcher may send."""
+    value = cfg.get("max_frame_bytes")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return default
+    return value
+
+
+def handshake(tr):
+    """Read the first frame; -> (CONFIG meta, None) or (None, exit status).
+    The decoder's body limit follows CONFIG `max_frame_bytes` from then on."""
+    try:
+        first = tr.read_frame()
+    except P.ProtocolError as err:
+        sys.stderr.write("rustworkers: bad frame from dispatcher: %s\n" % err)
+        return None, 1
+    if first is None:
+        return None, 0
+    if first.type != P.CONFIG:
+        sys.stderr.write("rustworkers: first frame is %s, not CONFIG\n"
+                         % P.TYPE_NAMES.get(first.type, first.type))
+        return None, 1
+    # Bytes read together with CONFIG stay undecoded until the limit is set.
+    tr.decoder.max_body = max_frame_bytes(first.meta)
+    return first.meta, None
+
+
 def run(make_worker, rfd=3, wfd=4, label="worker"):
     """Run a worker process. `make_worker(config_meta)` returns an unstarted Worker.
     Returns the exit status (an int, or whatever sys.exit was given)."""
     install_signals()
     tr = Transport(rfd, wfd)
-    try:
-        first = tr.read_frame()
-    except P.ProtocolError as err:
-        sys.stderr.write("rustworkers: bad frame from dispatcher: %s\n" % err)
-        return 1
-    if first is None:
-        return 0
-    if first.type != P.CONFIG:
-        sys.stderr.write("rustworkers: first frame is %s, not CONFIG\n"
-                         % P.TYPE_NAMES.get(first.type, first.type))
-        return 1
-    cfg = first.meta
+    cfg, code = handshake(tr)
+    if cfg is None:
+        return code
     # No frame may precede HELLO (protocol.md), so start-up failures and logs before
     # HELLO go to stderr, which the dispatcher captures and logs under the worker's name.
     try:
@@ -78,7 +101,7 @@ def run(make_worker, rfd=3, wfd=4, label="worker"):
         sys.stderr.write("CRITICAL %s loading %s failed:\n%s" % (
             cfg.get("pool") or label, label, traceback.format_exc()))
         sys.stderr.flush()
-        return 0
+        return SETUP_FAILED
     worker._transport = tr
     worker._pid = os.getpid()
     worker.log.name = worker._format_log_name()
@@ -88,7 +111,7 @@ def run(make_worker, rfd=3, wfd=4, label="worker"):
         worker.setup()
     except Exception:
         worker.log._log(LOG_CRITICAL, "setup() failed:\n%s", (traceback.format_exc(),), {})
-        return 0
+        return SETUP_FAILED
     tr.send(P.HELLO, 0, {"pid": os.getpid(), "credits": 1})
     worker.log.sink = worker._log_sink
     worker._credits_sent = 1
@@ -113,7 +136,7 @@ class Loop:
     def run(self):
         code = 0
         try:
-            for frame in self.tr.take_early():
+            for frame in self.tr.buffered():
                 self.on_frame(frame)
             self.loop()
         except SystemExit as exc:
@@ -147,6 +170,7 @@ class Loop:
             self.stop_deadline = time.monotonic() + grace
         elif frame.type == P.CONFIG:
             self.cfg = frame.meta
+            self.tr.decoder.max_body = max_frame_bytes(frame.meta)
             self.interval = _heartbeat_interval(frame.meta)
             w.heartbeat_interval = self.interval
             if "log_level" in frame.meta:

@@ -1,7 +1,7 @@
 """The worker's two pipes: fd 3 (frames in) and fd 4 (frames out).
 
 Owns: blocking whole-frame writes, buffered non-blocking-safe reads through the
-`FrameDecoder`, and the "dispatcher gone" state (EOF or EPIPE). No worker logic.
+`FrameDecoder` (whose body limit follows CONFIG `max_frame_bytes`), and the "dispatcher gone" state (EOF or EPIPE). No worker logic.
 """
 
 import errno
@@ -44,29 +44,39 @@ class Transport:
         return True
 
     def read_available(self, size=1 << 16):
-        """One read (call when readable); returns decoded frames; sets `eof` on EOF.
-        Raises protocol.ProtocolError on a malformed stream."""
+        """One read (call when readable); yields the decoded frames lazily (consume them
+        all); sets `eof` on EOF. Raises protocol.ProtocolError on a malformed stream."""
+        # Never more than the current frame needs beyond `size` (bounded at 16 MiB/read).
+        size = max(size, min(self.decoder.missing(), 16 << 20))
         try:
             chunk = os.read(self.rfd, size)
         except (InterruptedError, BlockingIOError):
-            return []
-        if not chunk:
+            chunk = None
+        if chunk == b"":
             self.eof = True
-            return []
-        return self.decoder.feed(chunk)
+        elif chunk:
+            self.decoder.push(chunk)
+        return self.decoder.frames()
 
     def read_frame(self):
-        """Block until one frame arrives (start-up CONFIG); None on EOF."""
-        frames = []
-        while not frames:
-            frames = self.read_available()
-            if self.eof and not frames:
+        """Block until one frame arrives (start-up CONFIG); None on EOF. Bytes after it
+        stay in the decoder: `buffered()` yields them (after the caller has applied the
+        CONFIG's frame limit)."""
+        while True:
+            frame = self.decoder.next_frame()
+            if frame is not None:
+                return frame
+            try:
+                chunk = os.read(self.rfd, 1 << 16)
+            except (InterruptedError, BlockingIOError):
+                import select
+                select.select([self.rfd], [], [])
+                continue
+            if not chunk:
+                self.eof = True
                 return None
-        if len(frames) > 1:
-            self._early = frames[1:]
-        return frames[0]
+            self.decoder.push(chunk)
 
-    def take_early(self):
-        early = getattr(self, "_early", [])
-        self._early = []
-        return early
+    def buffered(self):
+        """Frames already read but not yet decoded (yielded lazily)."""
+        return self.decoder.frames()

@@ -3,81 +3,15 @@ pipes at fds 3/4, driven through CONFIG/HELLO/REQUEST/RESPONSE/HEARTBEAT/STREAM/
 
 import json
 import os
-import select
-import subprocess
-import sys
 import tempfile
-import time
 import unittest
 
 from rustworkers import protocol as P
 
-from .helpers import ROOT
+from .helpers import Proc
 
 CONFIG = {"protocol": 1, "pool": "items", "worker_id": 0, "heartbeat_interval": 0.2,
           "timeout": 5.0, "log_level": "info", "kwargs": {"greeting": "hi"}}
-
-
-class Proc:
-    def __init__(self, kind, target, extra_path=()):
-        req_r, self.req_w = os.pipe()
-        self.rep_r, rep_w = os.pipe()
-
-        def arrange():  # in the child: put the pipe ends at fds 3 and 4
-            a, b = os.dup(req_r), os.dup(rep_w)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
-        env = dict(os.environ, RUSTWORKERS_PROTOCOL="1", RUSTWORKERS_REQUEST_FD="3",
-                   RUSTWORKERS_REPLY_FD="4", RUSTWORKERS_POOL="items",
-                   RUSTWORKERS_WORKER_ID="0",
-                   PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "workers"), ROOT,
-                                               *extra_path]))
-        self.p = subprocess.Popen([sys.executable, "-m", "rustworkers", kind, target],
-                                  cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, preexec_fn=arrange,
-                                  pass_fds=(3, 4))
-        os.close(req_r)
-        os.close(rep_w)
-        self.dec = P.FrameDecoder()
-        self.queue = []
-
-    def send(self, ftype, rid=0, meta=None, body=b""):
-        os.write(self.req_w, P.encode_frame(ftype, rid, meta, body))
-
-    def request(self, rid, method, path, query=None, body=b"", ctype=None):
-        headers = [["host", "t"]] + ([["content-type", ctype]] if ctype else [])
-        self.send(P.REQUEST, rid, {"method": method, "path": path, "query": query,
-                                   "headers": headers, "remote_addr": "127.0.0.1",
-                                   "remote_port": 1, "http_version": "1.1",
-                                   "x_request_id": "r", "forwarded": False,
-                                   "context": None}, body)
-
-    def next(self, want=None, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, f in enumerate(self.queue):
-                if want is None or f.type == want:
-                    return self.queue.pop(i)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("no %s frame; got %r" % (want, self.queue))
-            if select.select([self.rep_r], [], [], left)[0]:
-                chunk = os.read(self.rep_r, 65536)
-                if not chunk:
-                    raise AssertionError("worker closed its reply pipe")
-                self.queue.extend(self.dec.feed(chunk))
-
-    def close(self):
-        for fd in (self.req_w, self.rep_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait(5)
-        self.p.stderr.close()
 
 
 class EndToEndTest(unittest.TestCase):
@@ -142,17 +76,78 @@ class EndToEndTest(unittest.TestCase):
                 f.write("import sys\nfrom rustworkers import Worker\n"
                         "class Raises(Worker):\n    def setup(self):\n        raise RuntimeError('nope')\n"
                         "class Exits(Worker):\n    def setup(self):\n        sys.exit(42)\n")
-            for target, code, text in (("bad_workers:Raises", 0, b"setup() failed"),
+            for target, code, text in (("bad_workers:Raises", 3, b"setup() failed"),
                                        ("bad_workers:Exits", 42, b""),
-                                       ("no_such_module:X", 0, b"loading no_such_module:X")):
+                                       ("no_such_module:X", 3, b"loading no_such_module:X")):
                 with self.subTest(target):
                     w = Proc("worker", target, [tmp])
                     try:
                         w.send(P.CONFIG, 0, CONFIG)
                         self.assertEqual(w.p.wait(5), code)
-                        self.assertIn(text, w.p.stderr.read())
+                        err = w.p.stderr.read()
+                        self.assertIn(text, err)
+                        if code == 3:  # a failed start keeps its traceback on stderr
+                            self.assertIn(b"Traceback", err)
                     finally:
                         w.close()
+
+
+
+SIZE_APP = ("def app(environ, start_response):\n"
+            "    body = environ['wsgi.input'].read()\n"
+            "    start_response('200 OK', [('content-type', 'text/plain')])\n"
+            "    return [b'%d %d' % (len(body), body.count(b'x'))]\n")
+
+
+class FrameLimitTest(unittest.TestCase):
+    """CONFIG `max_frame_bytes` sets the worker's limit for incoming frames (issue 7 #5)."""
+
+    def _start(self, tmp, limit):
+        with open(os.path.join(tmp, "size_app.py"), "w") as f:
+            f.write(SIZE_APP)
+        w = Proc("wsgi", "size_app:app", [tmp])
+        cfg = dict(CONFIG)
+        if limit is not None:
+            cfg["max_frame_bytes"] = limit
+        return w, cfg
+
+    def test_body_over_64_mib_delivered_when_config_allows(self):
+        size = (64 << 20) + 4096
+        with tempfile.TemporaryDirectory() as tmp:
+            w, cfg = self._start(tmp, 80 << 20)
+            try:
+                # CONFIG and the big REQUEST in one write: the limit must already apply to
+                # the frame read together with CONFIG.
+                meta = {"method": "POST", "path": "/", "query": None,
+                        "headers": [["content-length", str(size)]], "remote_addr": "127.0.0.1",
+                        "remote_port": 1, "http_version": "1.1", "x_request_id": "r",
+                        "forwarded": False, "context": None}
+                data = (P.encode_frame(P.CONFIG, 0, cfg)
+                        + P.encode_frame(P.REQUEST, 1, meta, b"x" * size))
+                os.write(w.req_w, data)
+                del data
+                self.assertEqual(w.next(P.HELLO).type, P.HELLO)
+                r = w.next(P.RESPONSE, timeout=30)
+                self.assertEqual((r.request_id, r.meta["status"], r.body),
+                                 (1, 200, b"%d %d" % (size, size)))
+                w.send(P.STOP)
+                self.assertEqual(w.p.wait(10), 0)
+            finally:
+                w.close()
+
+    def test_default_limit_is_64_mib(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            w, cfg = self._start(tmp, None)
+            try:
+                w.send(P.CONFIG, 0, cfg)
+                self.assertEqual(w.next(P.HELLO).type, P.HELLO)
+                # Only the header is needed: a body_len over the limit is fatal at once.
+                os.write(w.req_w, P.HEADER.pack(P.MAGIC, P.VERSION, P.REQUEST, 1, 0,
+                                                (64 << 20) + 1))
+                self.assertNotEqual(w.p.wait(10), 0)
+                self.assertIn(b"over limit", w.p.stderr.read())
+            finally:
+                w.close()
 
 
 if __name__ == "__main__":
