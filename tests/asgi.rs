@@ -77,7 +77,8 @@ fn fastapi_json_echo_path_params_and_422() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), serde_json::json!({"item_id": 42, "q": "rüst"}));
 
-    let r = request(addr, "PUT", "/api/items/7", &[("Content-Type", "application/json")], br#"{"name": "x", "qty": 3}"#);
+    let r =
+        request(addr, "PUT", "/api/items/7", &[("Content-Type", "application/json")], br#"{"name": "x", "qty": 3}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), serde_json::json!({"item_id": 7, "name": "x", "qty": 3}));
     let r = request(addr, "PUT", "/api/items/7", &[("Content-Type", "application/json")], br#"{"qty": "many"}"#);
@@ -181,7 +182,10 @@ env = { PYTHONPATH = "{repo}/workers:{repo}/tests/fixtures/python" }"#,
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let v = get(&s.addr, "/status").json();
-        let degraded = v["pools"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == "broken")).map(|p| p["degraded"] == true);
+        let degraded = v["pools"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "broken"))
+            .map(|p| p["degraded"] == true);
         if degraded == Some(true) {
             break;
         }

@@ -508,15 +508,23 @@ impl Dispatcher {
         self.send_flow(worker, id, change);
     }
 
-    pub(super) fn end_stream(&mut self, id: ReqId) {
+    /// A stream ended; `aborted`: the worker's app failed mid-stream, so the connection is
+    /// cut without the last chunk (the client sees a truncated body, not a clean end).
+    pub(super) fn end_stream(&mut self, id: ReqId, aborted: bool) {
         let Some(inf) = self.take_request(id) else { return };
         let Some(key) = inf.conn else { return };
         let Some(conn) = self.conns.get_mut(key.0) else { return };
         let Some(slot) = conn.slot_mut(id) else { return };
-        if slot.fill == Fill::Streaming(StreamFraming::Chunked) {
+        let cut = aborted && matches!(slot.fill, Fill::Streaming(_));
+        if cut {
+            slot.close_after = true;
+        } else if slot.fill == Fill::Streaming(StreamFraming::Chunked) {
             slot.buf.extend_from_slice(http::LAST_CHUNK);
         }
         slot.fill = Fill::Done;
+        if cut {
+            conn.no_more_requests();
+        }
         self.dirty.conns.push(key);
     }
 

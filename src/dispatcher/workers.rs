@@ -8,7 +8,6 @@
 //! (a reload or recycling retires workers that answer and exit at once). The reap decides
 //! the restart, because only the exit status says whether the slot is parked.
 
-use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
@@ -26,15 +25,10 @@ use super::{
     TAG_WORKER_STDOUT, WorkerKey, token, tuning,
 };
 use crate::config::WorkerKind;
-use crate::ipc::{
-    self, ConfigMeta, CreditMeta, ForwardMeta, Frame, FrameDecoder, FrameType, HeartbeatMeta, HelloMeta, LogMeta,
-    ResponseMeta,
-};
+use crate::ipc::{self, ConfigMeta, Event, Frame, FrameDecoder, FrameOrder, FrameType};
 use crate::pool::{AfterExit, Exit};
 use crate::spawn::{self, Program, SpawnSpec};
 
-/// Ids remembered per worker for dropping late replies.
-const MAX_ABANDONED: usize = 4096;
 /// Bytes read from one reply pipe per turn (the rest next turn).
 const REPLY_TURN_BUDGET: usize = 1 << 20;
 /// Most bytes read from a dead worker's reply pipe: what it wrote before dying is in the
@@ -89,15 +83,9 @@ pub struct WorkerProc {
     capture: Capture,
     state: ProcState,
     kill: Kill,
-    credits: u32,
-    /// Requests handed to this worker and not yet answered by it (abandoned ones too:
-    /// the worker is still busy with them).
-    in_hand: Vec<ReqId>,
-    /// Requests the dispatcher finished itself (timeout, client gone), oldest first; late
-    /// frames for them are dropped. Bounded by `MAX_ABANDONED`.
-    abandoned: VecDeque<ReqId>,
-    /// Streams started and not ended.
-    streams: HashSet<ReqId>,
+    /// The protocol state (credits, requests held, streams, late ids) and its rules:
+    /// the one validator shared with the conformance kit.
+    order: FrameOrder,
     last_heartbeat: Instant,
     started: Instant,
     /// When it said HELLO (`None`: it never did, so its death is a failed start).
@@ -108,7 +96,7 @@ pub struct WorkerProc {
 
 impl WorkerProc {
     fn free_credits(&self) -> usize {
-        (self.credits as usize).saturating_sub(self.in_hand.len())
+        self.order.free_credits()
     }
 
     fn backlog(&self) -> usize {
@@ -204,10 +192,7 @@ impl Dispatcher {
             capture: Capture::new(name, spawned.pid.as_raw(), tuning::max_output_rate(cfg), now),
             state: ProcState::Starting,
             kill: Kill::NotSent,
-            credits: 0,
-            in_hand: Vec::new(),
-            abandoned: VecDeque::new(),
-            streams: HashSet::new(),
+            order: FrameOrder::new(),
             last_heartbeat: now,
             started: now,
             ready_at: None,
@@ -293,7 +278,7 @@ impl Dispatcher {
             };
             self.pools[p.0].dequeue(id);
             let w = &mut self.workers[key.0];
-            w.in_hand.push(id);
+            w.order.give(id.0);
             if w.tx_buf.is_empty() {
                 w.tx_buf = frame; // the budget already counts it
             } else {
@@ -428,22 +413,15 @@ impl Dispatcher {
         self.dirty.dying.push((key, "protocol violation".into()));
     }
 
-    /// One frame from a worker. Err = protocol violation.
+    /// One frame from a worker, checked by its `FrameOrder`. Err = protocol violation.
     fn handle_worker_frame(&mut self, key: WorkerKey, frame: Frame, now: Instant) -> Result<(), String> {
         let w = &mut self.workers[key.0];
-        if w.state == ProcState::Starting && frame.kind != FrameType::Hello && frame.kind != FrameType::Log {
-            return Err(format!("{} before HELLO", frame.kind.name()));
-        }
-        let id = ReqId(frame.request_id);
-        match frame.kind {
-            FrameType::Hello => {
-                if w.state != ProcState::Starting {
-                    return Err("second HELLO".into());
-                }
-                let hello: HelloMeta = frame.meta_json().map_err(|e| e.to_string())?;
+        let event = w.order.check(&frame).map_err(|v| v.to_string())?;
+        let p = w.pool;
+        match event {
+            Event::Hello(hello) => {
                 w.state = ProcState::Ready;
                 w.ready_at = Some(now);
-                w.credits = hello.credits;
                 w.last_heartbeat = now;
                 w.capture.ready();
                 info!(
@@ -453,35 +431,22 @@ impl Dispatcher {
                     hello.credits,
                     now - w.started
                 );
-                self.dirty.pools.push(w.pool);
+                self.dirty.pools.push(p);
             }
-            FrameType::Heartbeat => {
-                let hb: HeartbeatMeta = frame.meta_json().map_err(|e| e.to_string())?;
+            Event::Heartbeat { extend, .. } => {
                 w.last_heartbeat = now;
                 if let Kill::Warned(_) = w.kill {
                     w.kill = Kill::NotSent;
                 }
-                // Abandoned requests the worker no longer holds free their credit.
-                // (They stay in `abandoned`: a reply may still be on its way.)
-                let abandoned = &w.abandoned;
-                let before = w.in_hand.len();
-                w.in_hand.retain(|id| !abandoned.contains(id) || hb.in_hand.contains(&id.0));
-                let freed = w.in_hand.len() < before;
-                let p = w.pool;
-                for raw in &hb.extend {
-                    let id = ReqId(*raw);
-                    if w.in_hand.contains(&id)
-                        && let Some(inf) = self.inflight.get_mut(&id)
-                    {
+                for raw in extend {
+                    if let Some(inf) = self.inflight.get_mut(&ReqId(raw)) {
                         inf.deadline = now + self.pools[inf.pool.0].config.timeout;
                     }
                 }
-                if freed {
-                    self.dirty.pools.push(p);
-                }
+                // Abandoned requests the worker no longer lists freed their credit.
+                self.dirty.pools.push(p);
             }
-            FrameType::Log => {
-                let rec: LogMeta = frame.meta_json().map_err(|e| e.to_string())?;
+            Event::Log(rec) => {
                 let level = match rec.level {
                     0..=10 => log::Level::Debug,
                     11..=20 => log::Level::Info,
@@ -492,72 +457,36 @@ impl Dispatcher {
                 let critical = if rec.level >= 50 { "CRITICAL " } else { "" };
                 log!(target: "worker", level, "[{who}] {critical}{}", rec.msg);
             }
-            FrameType::Credit => {
-                let c: CreditMeta = frame.meta_json().map_err(|e| e.to_string())?;
-                w.credits = c.credits;
-                self.dirty.pools.push(w.pool);
-            }
-            FrameType::Forward => {
-                let fwd: ForwardMeta = frame.meta_json().map_err(|e| e.to_string())?;
+            Event::Credit(_) => self.dirty.pools.push(p),
+            Event::Forward(fwd) => {
                 let from = w.name().to_string();
                 self.forward(&from, fwd, frame.body, now);
             }
-            FrameType::Response | FrameType::StreamStart | FrameType::StreamChunk | FrameType::StreamEnd => {
-                if !w.in_hand.contains(&id) {
-                    return Err(format!("{} for request {id}, which it does not hold", frame.kind.name()));
-                }
-                let finished = matches!(frame.kind, FrameType::Response | FrameType::StreamEnd);
-                let streaming = w.streams.contains(&id);
-                match frame.kind {
-                    FrameType::Response | FrameType::StreamStart if streaming => {
-                        return Err(format!("{} for request {id} after STREAM_START", frame.kind.name()));
-                    }
-                    FrameType::StreamChunk | FrameType::StreamEnd if !streaming => {
-                        return Err(format!("{} for request {id} before STREAM_START", frame.kind.name()));
-                    }
-                    _ => {}
-                }
-                // Validated before the request leaves `in_hand`: on a violation the request
-                // is still this worker's, so the death answers it 500 (not a 504 much later).
-                let meta: Option<ResponseMeta> = match frame.kind {
-                    FrameType::Response | FrameType::StreamStart => {
-                        let meta: ResponseMeta = frame.meta_json().map_err(|e| e.to_string())?;
-                        // A final status: 1xx are interim (a 100/101 "final" answer would
-                        // desynchronize the client), and RFC 9110 §15 makes 600+ invalid.
-                        if !(200..=599).contains(&meta.status) {
-                            return Err(format!("status {} out of range 200..=599", meta.status));
-                        }
-                        Some(meta)
-                    }
-                    _ => None,
-                };
-                let late = w.abandoned.contains(&id);
-                if finished {
-                    w.in_hand.retain(|&x| x != id);
-                    w.streams.remove(&id);
-                    w.served += 1;
-                    self.dirty.pools.push(w.pool);
-                } else if frame.kind == FrameType::StreamStart {
-                    w.streams.insert(id);
-                }
-                if late {
-                    debug!("request {id}: late {} dropped", frame.kind.name());
-                    return Ok(());
-                }
-                match (frame.kind, meta) {
-                    (FrameType::Response, Some(meta)) => {
-                        self.complete_request(id, meta.status, meta.headers, &frame.body)
-                    }
-                    (FrameType::StreamStart, Some(meta)) => self.start_stream(id, key, meta.status, meta.headers),
-                    (FrameType::StreamChunk, _) => {
-                        if !self.stream_chunk(id, &frame.body) {
-                            self.worker_abandoned(key, id);
-                        }
-                    }
-                    _ => self.end_stream(id),
+            Event::Response { id, meta } => {
+                w.served += 1;
+                self.dirty.pools.push(p);
+                self.complete_request(ReqId(id), meta.status, meta.headers, &frame.body);
+            }
+            Event::StreamStart { id, meta } => self.start_stream(ReqId(id), key, meta.status, meta.headers),
+            Event::StreamChunk { id } => {
+                if !self.stream_chunk(ReqId(id), &frame.body) {
+                    self.worker_abandoned(key, ReqId(id));
                 }
             }
-            other => return Err(format!("{} is not a worker-to-dispatcher frame", other.name())),
+            Event::StreamEnd { id } => {
+                w.served += 1;
+                self.dirty.pools.push(p);
+                // `{"abort": true}`: the app failed after the head went out; the client
+                // must see a cut stream, not a clean end.
+                let aborted = frame.meta_json::<ipc::StreamEndMeta>().is_ok_and(|m| m.abort);
+                self.end_stream(ReqId(id), aborted);
+            }
+            Event::Late { id, kind, finished } => {
+                debug!("request {id}: late {} dropped", kind.name());
+                if finished {
+                    self.dirty.pools.push(p);
+                }
+            }
         }
         Ok(())
     }
@@ -565,13 +494,9 @@ impl Dispatcher {
     /// The dispatcher finished a request the worker still holds: tell it, drop late frames.
     pub(super) fn worker_abandoned(&mut self, key: WorkerKey, id: ReqId) {
         let Some(w) = self.workers.get_mut(key.0) else { return };
-        if !w.in_hand.contains(&id) || !w.alive() {
+        if !w.alive() || !w.order.abandon(id.0) {
             return;
         }
-        if w.abandoned.len() >= MAX_ABANDONED {
-            w.abandoned.pop_front();
-        }
-        w.abandoned.push_back(id);
         ipc::encode_empty(&mut w.tx_buf, FrameType::Disconnect, id.0);
         self.flush_worker(key);
     }
@@ -579,7 +504,7 @@ impl Dispatcher {
     /// FLOW for one of the worker's streams.
     pub(super) fn send_flow(&mut self, key: WorkerKey, id: ReqId, paused: bool) {
         let Some(w) = self.workers.get_mut(key.0) else { return };
-        if !w.streams.contains(&id) || !w.alive() {
+        if !w.order.is_streaming(id.0) || !w.alive() {
             return;
         }
         // A two-field meta always fits a frame.
@@ -638,8 +563,7 @@ impl Dispatcher {
         let unsent = w.backlog() as u64;
         w.tx_buf = Vec::new();
         w.tx_pos = 0;
-        let victims: Vec<ReqId> =
-            std::mem::take(&mut w.in_hand).into_iter().filter(|id| !w.abandoned.contains(id)).collect();
+        let victims: Vec<ReqId> = w.order.take_open().into_iter().map(ReqId).collect();
         let (name, pid, pool) = (w.name().to_string(), w.pid, w.pool);
         self.hold(unsent, 0);
         let described: Vec<String> = victims
@@ -917,9 +841,10 @@ impl Dispatcher {
 
     fn describe_held(&self, key: WorkerKey) -> String {
         let Some(w) = self.workers.get(key.0) else { return String::new() };
-        w.in_hand
-            .iter()
-            .map(|id| match self.inflight.get(id) {
+        w.order
+            .open()
+            .map(ReqId)
+            .map(|id| match self.inflight.get(&id) {
                 Some(inf) => format!("{id} {} {}", inf.reply.access.method, inf.reply.access.target),
                 None => id.to_string(),
             })
@@ -936,7 +861,12 @@ impl Dispatcher {
         if !w.alive() {
             return;
         }
-        info!("retiring worker {} (pid {}): finishing {} request(s), then exiting", w.name(), w.pid, w.in_hand.len());
+        info!(
+            "retiring worker {} (pid {}): finishing {} request(s), then exiting",
+            w.name(),
+            w.pid,
+            w.order.held_count()
+        );
         w.state = ProcState::Stopping;
         ipc::encode_empty(&mut w.tx_buf, FrameType::Stop, 0);
         self.flush_worker(key);
@@ -979,9 +909,9 @@ impl Dispatcher {
             alive: w.alive(),
             ready: w.state == ProcState::Ready,
             last_heartbeat_age: now.duration_since(w.last_heartbeat).as_secs_f64(),
-            in_hand: w.in_hand.len(),
+            in_hand: w.order.held_count(),
             served: w.served,
-            credits: w.credits,
+            credits: w.order.credits(),
         })
     }
 }

@@ -275,3 +275,12 @@ mod tests {
         }
     }
 }
+
+/// `STREAM_END` meta: `{}`, or `{"abort": true}` when the worker's app failed after the
+/// stream started (the dispatcher then cuts the client connection instead of ending the
+/// body cleanly).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StreamEndMeta {
+    #[serde(default)]
+    pub abort: bool,
+}

@@ -15,7 +15,7 @@ pub use frame::{
 };
 pub use message::{
     ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LEGACY_MAX_FRAME_BYTES, LogMeta,
-    RequestMeta, ResponseMeta,
+    RequestMeta, ResponseMeta, StreamEndMeta,
 };
 pub use order::{Event, FrameOrder, Violation};
 
