@@ -492,6 +492,8 @@ impl Dispatcher {
                 self.mark_queued_pools();
             }
             self.resume_streams(key);
+            // Accounted every round: the next round's reads see the budget as it is.
+            self.account_conn(key);
             let Some(conn) = self.conns.get_mut(key.0) else { return };
             let again = conn.wants_read(cap)
                 && !self.budget.exhausted()
