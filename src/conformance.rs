@@ -493,7 +493,8 @@ impl Kit {
                 Ok(Some(_)) => continue,
                 Ok(None) => {
                     let status = self.wait_exit(Instant::now() + Duration::from_millis(500));
-                    return self.fail(format!("worker closed its reply pipe before HELLO ({})", describe_status(status)));
+                    return self
+                        .fail(format!("worker closed its reply pipe before HELLO ({})", describe_status(status)));
                 }
                 Err(e) => return self.fail(e),
             }

@@ -20,7 +20,13 @@ fn root() -> &'static PathBuf {
         std::fs::write(base.join("www/a.txt"), "in").unwrap();
         std::fs::write(base.join("out/secret.txt"), "out").unwrap();
         let www = base.join("www");
-        for (name, target) in [("in", "a.txt"), ("d/up", ".."), ("out_dir", "../out"), ("out_file", "../out/secret.txt"), ("loop", "loop")] {
+        for (name, target) in [
+            ("in", "a.txt"),
+            ("d/up", ".."),
+            ("out_dir", "../out"),
+            ("out_file", "../out/secret.txt"),
+            ("loop", "loop"),
+        ] {
             symlink(target, www.join(name)).unwrap();
         }
         symlink(base.canonicalize().unwrap().join("out"), www.join("abs_out")).unwrap();

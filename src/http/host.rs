@@ -68,11 +68,7 @@ fn check_ip_literal(inner: &[u8]) -> Result<(), HttpError> {
         let tail_ok = !tail.is_empty() && tail.iter().all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':');
         return if version_ok && tail_ok { Ok(()) } else { Err(BAD_HOST) };
     }
-    std::str::from_utf8(inner)
-        .ok()
-        .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
-        .map(|_| ())
-        .ok_or(BAD_HOST)
+    std::str::from_utf8(inner).ok().and_then(|s| s.parse::<std::net::Ipv6Addr>().ok()).map(|_| ()).ok_or(BAD_HOST)
 }
 
 /// `port = *DIGIT`, within the TCP range.
@@ -106,7 +102,16 @@ mod tests {
 
     #[test]
     fn names_and_ipv4() {
-        for v in ["example.com", "a", "EXAMPLE.com.", "xn--bcher-kva.example", "127.0.0.1", "a_b-c~d", "%41b", "a!$&'()*+,;="] {
+        for v in [
+            "example.com",
+            "a",
+            "EXAMPLE.com.",
+            "xn--bcher-kva.example",
+            "127.0.0.1",
+            "a_b-c~d",
+            "%41b",
+            "a!$&'()*+,;=",
+        ] {
             assert!(ok(v), "{v}");
         }
     }
@@ -153,8 +158,24 @@ mod tests {
     #[test]
     fn whitespace_slash_userinfo_and_other_delimiters() {
         for v in [
-            "a b", "a\tb", " a", "a ", "a/b", "a/", "/", "user@a", "@a", "a?b", "a#b", "a\\b", "a%", "a%4", "a%zz",
-            "a\"b", "a<b>", "caf\u{e9}",
+            "a b",
+            "a\tb",
+            " a",
+            "a ",
+            "a/b",
+            "a/",
+            "/",
+            "user@a",
+            "@a",
+            "a?b",
+            "a#b",
+            "a\\b",
+            "a%",
+            "a%4",
+            "a%zz",
+            "a\"b",
+            "a<b>",
+            "caf\u{e9}",
         ] {
             assert!(!ok(v), "{v:?}");
         }

@@ -13,11 +13,11 @@ pub use frame::{
     EncodeError, Frame, FrameDecoder, FrameError, FrameType, HEADER_LEN, MAGIC, MAX_BODY_LEN, MAX_META_LEN, VERSION,
     encode_empty, encode_frame, encode_json, frame_limit_for_body,
 };
-pub use order::{Event, FrameOrder, Violation};
 pub use message::{
-    ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LEGACY_MAX_FRAME_BYTES, LogMeta, RequestMeta,
-    ResponseMeta,
+    ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LEGACY_MAX_FRAME_BYTES, LogMeta,
+    RequestMeta, ResponseMeta,
 };
+pub use order::{Event, FrameOrder, Violation};
 
 #[cfg(test)]
 mod tests {

@@ -244,7 +244,11 @@ impl FrameOrder {
         let kind = frame.kind;
         if !self.hello && !matches!(kind, FrameType::Hello | FrameType::Log) {
             // Dispatcher → worker types are reported as such even before HELLO.
-            return Err(if is_worker_frame(kind) { Violation::BeforeHello(kind) } else { Violation::WrongDirection(kind) });
+            return Err(if is_worker_frame(kind) {
+                Violation::BeforeHello(kind)
+            } else {
+                Violation::WrongDirection(kind)
+            });
         }
         match kind {
             FrameType::Hello => {
@@ -454,7 +458,10 @@ mod tests {
         let mut o = ready(4);
         for (id, status) in [(1, 100), (2, 199), (3, 600)] {
             o.give(id);
-            assert_eq!(o.check(&response(id, status)), Err(Violation::BadStatus { kind: FrameType::Response, id, status }));
+            assert_eq!(
+                o.check(&response(id, status)),
+                Err(Violation::BadStatus { kind: FrameType::Response, id, status })
+            );
             assert!(o.holds(id));
         }
         o.give(4);
