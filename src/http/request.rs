@@ -326,7 +326,11 @@ impl RequestReader {
         }
         match std::mem::replace(&mut self.state, State::Head(HeadScan::default())) {
             State::Body { request, .. } => Ok(ReadEvent::Request(*request)),
-            _ => unreachable!("state was Body above"),
+            // The state was Body above; keep whatever it is rather than panic.
+            other => {
+                self.state = other;
+                Ok(ReadEvent::NeedMore)
+            }
         }
     }
 }
