@@ -178,6 +178,16 @@ impl RequestReader {
         }
     }
 
+    /// Take the bytes received after the last complete request (a WebSocket client may
+    /// send frames right behind its handshake); the reader is left empty.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.pos);
+        self.buf.clear();
+        self.pos = 0;
+        self.state = State::Head(HeadScan::default());
+        rest
+    }
+
     /// Bytes received but not yet consumed.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos
