@@ -222,7 +222,8 @@ impl Dispatcher {
                     }
                     return self.reply(key, &to, status, headers, body);
                 }
-                if self.pools[p.0].takes_websockets
+                if self.pools[p.0].websockets != crate::pool::Support::No
+                    && self.pools[p.0].config.websocket
                     && let Some(upgrade) = crate::websocket::check_upgrade(&req)
                 {
                     return match upgrade {
