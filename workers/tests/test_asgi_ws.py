@@ -191,6 +191,40 @@ class AsgiWebSocketTest(unittest.TestCase):
         self.assertEqual(self.w.p.wait(5), 0)
 
 
+class StarletteWebSocketTest(unittest.TestCase):
+    """Starlette's WebSocket class over the shim: echo, broadcast, disconnect codes."""
+
+    def test_echo_and_broadcast(self):
+        ws = Ws.__new__(Ws)
+        ws.w = w = Proc("asgi", "starlette_ws:app", [FIXTURES])
+        try:
+            w.send(P.CONFIG, 0, dict(CONFIG, kwargs={"lifespan": "off"}))
+            self.assertTrue(w.next(timeout=10).meta["websocket"])
+            self.assertEqual(ws.accept(1, "/ws/echo", ["chat"]).meta["subprotocol"], "chat")
+            ws.say(1, "hi")
+            self.assertEqual(ws.heard(1), "hi")
+            ws.say(1, b"\x00\xff")
+            self.assertEqual(ws.heard(1), b"\x00\xff")
+            ws.say(1, "close")
+            self.assertEqual(ws.closed(1), {"code": 4000, "reason": "bye"})
+            ws.accept(2, "/ws/room")
+            self.assertEqual(ws.heard(2), "joined 1")
+            ws.accept(3, "/ws/room")
+            self.assertEqual(ws.heard(3), "joined 2")
+            ws.say(3, "hello all")
+            self.assertEqual(ws.heard(2), "2: hello all")
+            self.assertEqual(ws.heard(3), "2: hello all")
+            w.send(P.WS_CLOSE, 2, {"code": 1000, "reason": ""})
+            self.assertEqual(ws.closed(2)["code"], 1000)
+            ws.say(3, "alone")
+            self.assertEqual(ws.heard(3), "2: alone")
+            w.request(9, "GET", "/api/ws-events")
+            ev = json.loads(w.next(P.RESPONSE, rid=9).body)
+            self.assertEqual(ev, {"disconnects": [["/ws/room", 1000]], "members": 1})
+        finally:
+            w.close()
+
+
 class WebSocketOptInTest(unittest.TestCase):
     def test_protocol_1_or_turned_off_does_not_announce(self):
         for proto, kwargs in ((1, {}), (2, {"websocket": False})):
