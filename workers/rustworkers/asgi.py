@@ -645,6 +645,7 @@ class AsgiWorker:
         self.cycles = {}       # rid -> Cycle whose task is running
         self.in_hand = set()   # rids not yet answered
         self.stopping = False
+        self.overdue = False
         self.finished = None   # future: the exit status
         self._hb = None
         self._hb_soon = False
@@ -826,6 +827,8 @@ class AsgiWorker:
             self.in_hand.discard(cycle.rid)
             if heartbeat:
                 self._heartbeat_soon()
+        if self.overdue and cycle.task is not None:
+            cycle.task.cancel()  # past the STOP grace: the app gets no more time
 
     def request_answered(self, cycle):
         """Response complete or client gone: the request leaves `in_hand` (its task may
@@ -872,10 +875,19 @@ class AsgiWorker:
         self.loop.call_later(grace, self._stop_overdue)
 
     def _stop_overdue(self):
+        # Open sockets are not cut here: the dispatcher closes them (1001 at its
+        # shutdown_timeout, or at a reload's drain deadline) and their tasks then end.
+        self.overdue = True
         for cycle in list(self.cycles.values()):
-            if cycle.task is not None:
+            if cycle.task is not None and not self._socket_open(cycle):
                 cycle.task.cancel()
-        self._finish(0)
+        if not any(self._socket_open(c) for c in self.cycles.values()):
+            self._finish(0)
+
+    @staticmethod
+    def _socket_open(cycle):
+        return isinstance(cycle, WsCycle) and cycle.state != "closed" and \
+            cycle.client_closed is None
 
     def _finish(self, code):
         if self.finished is not None and not self.finished.done():

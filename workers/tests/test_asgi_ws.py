@@ -28,9 +28,9 @@ def open_meta(path, subprotocols=(), query=None, headers=None):
 class Ws:
     """A worker process with helpers for sockets."""
 
-    def __init__(self, protocol=2, **kwargs):
+    def __init__(self, protocol=2, timeout=5.0, **kwargs):
         self.w = Proc("asgi", "ws_fixture:app", [FIXTURES])
-        cfg = dict(CONFIG, protocol=protocol, kwargs=kwargs)
+        cfg = dict(CONFIG, protocol=protocol, timeout=timeout, kwargs=kwargs)
         self.w.send(P.CONFIG, 0, cfg)
         self.hello = self.w.next(timeout=10)
         assert self.hello.type == P.HELLO, self.hello
@@ -189,6 +189,24 @@ class AsgiWebSocketTest(unittest.TestCase):
         self.assertEqual(self.ws.closed(20)["code"], 1001)
         self.assertEqual(self.ws.closed(21)["code"], 1001)
         self.assertEqual(self.w.p.wait(5), 0)
+
+
+class StopTest(unittest.TestCase):
+    def test_open_sockets_outlive_the_stop_grace(self):
+        ws = Ws(timeout=0.3)
+        try:
+            ws.accept(1)
+            ws.w.send(P.STOP)
+            deadline = time.monotonic() + 0.6   # twice the grace: still serving
+            while time.monotonic() < deadline:
+                ws.say(1, "x")
+                self.assertEqual(ws.heard(1), "x")
+            self.assertIsNone(ws.w.p.poll())
+            ws.w.send(P.WS_CLOSE, 1, {"code": 1001, "reason": ""})
+            self.assertEqual(ws.closed(1)["code"], 1001)
+            self.assertEqual(ws.w.p.wait(5), 0)
+        finally:
+            ws.close()
 
 
 class StarletteWebSocketTest(unittest.TestCase):
