@@ -892,6 +892,19 @@ class Worker:
             self.on_disconnect(slot.request.request_id if slot.request.request_id != -1
                                else wire_id)
 
+    # -- producers the loop drives between frames (WSGI streams, wsgi.py)
+
+    def _pumpable(self):
+        """True when `_pump()` has work that needs no waiting."""
+        return False
+
+    def _pump(self):
+        return False
+
+    def _streaming(self):
+        """Streams still being produced (the STOP drain waits for them)."""
+        return False
+
     # -- WebSockets (frames from the loop in runner.py)
 
     def _ws_finished(self, ws, code, reason, notify=True):

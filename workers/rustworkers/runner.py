@@ -260,12 +260,13 @@ class Loop:
             if self.stopping and not self.pending and not w._sockets:
                 # Open sockets keep the worker until the dispatcher closes them (1001 at
                 # its shutdown_timeout, or when they end during a reload's drain).
-                if not self._open_deferred() or time.monotonic() >= self.stop_deadline:
+                if (not self._open_deferred() and not w._streaming()) or \
+                        time.monotonic() >= self.stop_deadline:
                     return
             self._sync_custom()
             can_take = bool(self.pending) and (w._accepting or self.stopping)
             now = time.monotonic()
-            timeout = 0 if can_take else max(0.0, next_hb - now)
+            timeout = 0 if (can_take or w._pumpable()) else max(0.0, next_hb - now)
             if self.stopping and not can_take:
                 timeout = min(timeout, 0.05)
             events = self.sel.select(timeout)
@@ -290,6 +291,8 @@ class Loop:
             if not ran and self.pending and (w._accepting or self.stopping):
                 w._serve_frame(self.pending.popleft())
                 served = True
+            if not ran and w._pumpable():
+                served = w._pump() or served
             now = time.monotonic()
             if now >= next_hb:
                 w._send_heartbeat()
