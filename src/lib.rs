@@ -21,6 +21,7 @@ pub mod python;
 pub mod spawn;
 pub mod static_files;
 pub mod sync_handlers;
+pub mod websocket;
 pub mod worker;
 
 pub use config::Config;

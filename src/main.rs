@@ -53,12 +53,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The file at `path`, or the embedded default; errors are printed.
+/// The file at `path`, or the embedded default; errors are printed, every one on a line.
 fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
     match path {
         None => Ok(Config::embedded_default()),
-        Some(path) => Config::load(path).map_err(|e| {
-            eprintln!("rustworkers: {e}");
+        Some(path) => Config::load(path).map_err(|errors| {
+            for e in &errors {
+                eprintln!("rustworkers: {e}");
+            }
             ExitCode::FAILURE
         }),
     }

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{TempDir, binary, repo};
+use crate::util::{TempDir, TestServer, binary, get, repo};
 
 /// Run the binary with `args`, killing it if it runs longer than 15 s.
 fn run<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
@@ -228,4 +228,76 @@ fn info_prints_interpreter_and_shim_per_pool() {
     let o = run(&["info"]);
     assert_eq!(o.status.code(), Some(0), "{}", all_output(&o));
     assert!(all_output(&o).contains("no pools"));
+}
+
+/// Issue 8.6: a file with mistakes in several sections: (line, key) of each, in file order.
+const MANY_MISTAKES: &str = "[server]
+bind = [\"127.0.0.1:0\"]
+bindd = 3
+backlog = \"many\"
+
+[[sync]]
+path = \"/h\"
+kind = \"health\"
+auth = true
+
+[[pool]]
+name = \"p\"
+routes = [\"p/**\"]
+native = \"echo\"
+num_workers = 0
+";
+const MANY_MISTAKES_AT: &[(usize, &str)] = &[
+    (3, "server.bindd"),
+    (4, "server.backlog"),
+    (9, "sync[0].auth"),
+    (13, "pool[0].routes[0]"),
+    (15, "pool[0].num_workers"),
+];
+
+/// The `file:line:` error lines of `stderr`, as (line, key).
+fn error_lines(stderr: &[u8], path: &str) -> Vec<(usize, String)> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once(&format!("{path}:"))?.1;
+            let line = rest.split(':').next()?.parse().ok()?;
+            let key = rest.split('`').nth(1)?.to_string();
+            Some((line, key))
+        })
+        .collect()
+}
+
+#[test]
+fn check_and_start_report_every_error() {
+    let dir = TempDir::new();
+    let p = dir.write("many.toml", MANY_MISTAKES).display().to_string();
+    let expected: Vec<(usize, String)> = MANY_MISTAKES_AT.iter().map(|(l, k)| (*l, k.to_string())).collect();
+    let checked = run(&["check", "-c", &p]);
+    assert_eq!(checked.status.code(), Some(1), "{}", all_output(&checked));
+    assert_eq!(error_lines(&checked.stderr, &p), expected, "{}", all_output(&checked));
+    // Each on its own line, in the one format.
+    for line in String::from_utf8_lossy(&checked.stderr).lines() {
+        assert!(line.starts_with(&format!("rustworkers: {p}:")) && line.contains(": key `"), "{line}");
+    }
+    let started = run(&["-c", &p]);
+    assert!(!started.status.success() && started.status.code().is_some(), "{}", all_output(&started));
+    assert_eq!(error_lines(&started.stderr, &p), expected, "{}", all_output(&started));
+}
+
+#[test]
+fn sighup_with_several_errors_logs_them_all_and_keeps_the_running_config() {
+    let good = "[server]\nbind = [\"127.0.0.1:0\"]\naccess_log = \"off\"\n[[sync]]\npath = \"/h\"\nkind = \"health\"\n";
+    let server = TestServer::start(good);
+    assert_eq!(get(&server.addr, "/h").status, 200);
+    server.dir.write("config.toml", MANY_MISTAKES);
+    server.signal(libc::SIGHUP);
+    assert!(server.wait_for_log("config not reloaded", Duration::from_secs(10)), "{}", server.log());
+    // The last error in the file ends the message.
+    assert!(server.wait_for_log("pool[0].num_workers", Duration::from_secs(5)), "{}", server.log());
+    let log = server.log();
+    for (line, key) in MANY_MISTAKES_AT {
+        assert!(log.contains(&format!("config.toml:{line}:")) && log.contains(key), "{key} not logged:\n{log}");
+    }
+    assert_eq!(get(&server.addr, "/h").status, 200, "the running config stays");
 }

@@ -1,9 +1,10 @@
-//! [`ConfigError`]: a config that could not be loaded, located at file:line:column: key.
+//! [`ConfigError`]: one thing wrong with a config, located at file:line:column: key;
+//! [`ConfigErrors`]: every one found in a file.
 
 use std::fmt;
-use std::ops::Range;
+use std::ops::{Deref, Range};
 
-/// A config that could not be loaded; `Display` names file, line, column and key.
+/// One thing wrong with a config; `Display` names file, line, column and key.
 #[derive(Debug)]
 pub struct ConfigError {
     pub file: String,
@@ -30,6 +31,67 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// A config that could not be loaded: every error found in it (at least one), in file
+/// order. `Display` prints one [`ConfigError`] per line; the slice methods (`len`, `iter`,
+/// `[0]`) reach each one.
+#[derive(Debug)]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// `errors` must not be empty.
+    pub(super) fn new(errors: Vec<ConfigError>) -> ConfigErrors {
+        assert!(!errors.is_empty(), "ConfigErrors needs at least one error");
+        ConfigErrors(errors)
+    }
+
+    pub fn into_vec(self) -> Vec<ConfigError> {
+        self.0
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(error: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![error])
+    }
+}
+
+impl Deref for ConfigErrors {
+    type Target = [ConfigError];
+    fn deref(&self) -> &[ConfigError] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a ConfigErrors {
+    type Item = &'a ConfigError;
+    type IntoIter = std::slice::Iter<'a, ConfigError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for ConfigErrors {
+    type Item = ConfigError;
+    type IntoIter = std::vec::IntoIter<ConfigError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 impl ConfigError {
     pub(super) fn at(

@@ -1,5 +1,7 @@
 //! The file as written: serde structs mirroring the TOML, unknown keys rejected. Values
-//! are range-checked later, in validation.
+//! are range-checked later, in validation. Required keys are `Option` here too, so serde
+//! fails only on unknown keys and wrong types (see `recover`); validation reports a
+//! missing one along with everything else.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,8 +63,8 @@ pub(super) struct FileLimits {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileStatic {
-    pub(super) prefix: String,
-    pub(super) path: String,
+    pub(super) prefix: Option<String>,
+    pub(super) path: Option<String>,
     #[serde(default)]
     pub(super) headers: BTreeMap<String, String>,
     #[serde(default)]
@@ -70,7 +72,7 @@ pub(super) struct FileStatic {
     pub(super) index: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum FileSyncKind {
     Health,
@@ -86,8 +88,8 @@ pub(super) enum FileSyncKind {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileSync {
-    pub(super) path: String,
-    pub(super) kind: FileSyncKind,
+    pub(super) path: Option<String>,
+    pub(super) kind: Option<FileSyncKind>,
     pub(super) auth: Option<bool>,
     pub(super) status: Option<u16>,
     pub(super) body: Option<String>,
@@ -111,8 +113,8 @@ pub(super) struct FileAuth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FilePool {
-    pub(super) name: String,
-    pub(super) routes: Vec<String>,
+    pub(super) name: Option<String>,
+    pub(super) routes: Option<Vec<String>>,
     pub(super) num_workers: Option<i64>,
     pub(super) native: Option<String>,
     pub(super) command: Option<Vec<String>>,

@@ -2,12 +2,16 @@
 //!
 //! Pipeline: `config.toml` → `FileConfig` (serde, unknown keys rejected) → [`Config`]
 //! (validated, defaults applied, durations typed). Every error names the file, line,
-//! column and key. Every key and its default is documented in `docs/config.md`.
+//! column and key, and a file with several errors gets all of them ([`ConfigErrors`]):
+//! serde errors are collected by cutting each bad key and deserializing the rest again
+//! (`recover`), validation goes on past each error. Every key and its default is
+//! documented in `docs/config.md`.
 //!
 //! Files: this one holds the runtime types and loading; `defaults` the `DEFAULT_*`
 //! constants and the embedded config; `file` the serde structs; `validate` the top-level
 //! check and shared helpers; `server`, `statics`, `sync`, `auth`, `pools` one section
-//! each; `span` maps key paths to positions; `error` is [`ConfigError`].
+//! each; `span` maps key paths to positions; `recover` collects serde errors; `error` is
+//! [`ConfigError`] and [`ConfigErrors`].
 //!
 //! CONTRACT (owned by the config helper): the runtime types below are what the
 //! dispatcher, pools and spawner read. Fields may be added; do not rename.
@@ -17,6 +21,7 @@ mod defaults;
 mod error;
 mod file;
 mod pools;
+mod recover;
 mod server;
 mod span;
 mod statics;
@@ -30,8 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use defaults::*;
-pub use error::ConfigError;
-use file::FileConfig;
+pub use error::{ConfigError, ConfigErrors};
 use span::SpanIndex;
 
 /// A validated, ready-to-run configuration.
@@ -224,8 +228,8 @@ pub struct PoolConfig {
 
 impl Config {
     /// Load and validate a config file. Relative paths inside it resolve against the
-    /// file's directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// file's directory. On failure, every error found, in file order.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let source = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
             file: source.clone(),
@@ -242,8 +246,8 @@ impl Config {
     }
 
     /// Parse and validate config text; `source` names it in errors, `base_dir` resolves
-    /// relative paths.
-    pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+    /// relative paths. On failure, every error found, in file order.
+    pub fn parse(text: &str, source: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
         parse_config(text, source, base_dir, false)
     }
 
@@ -282,23 +286,52 @@ fn find_static_dir() -> Option<PathBuf> {
     candidates.into_iter().flatten().find(|dir| dir.is_dir())
 }
 
-fn parse_config(text: &str, source: &str, base_dir: &Path, drop_statics: bool) -> Result<Config, ConfigError> {
-    // Syntax first: the spanned tree also maps error offsets to key paths and back.
+fn parse_config(text: &str, source: &str, base_dir: &Path, drop_statics: bool) -> Result<Config, ConfigErrors> {
+    // Syntax first: the parser cannot go on past a syntax error, so that one is alone. The
+    // spanned tree also maps error offsets to key paths and back.
     let tree =
         toml::de::DeTable::parse(text).map_err(|err| ConfigError::at(source, text, err.span(), None, err.message()))?;
     let spans = SpanIndex::build(tree.get_ref());
-    let mut raw: FileConfig = toml::from_str(text).map_err(|err| {
-        let key = err.span().and_then(|span| spans.path_at(&span));
-        ConfigError::at(source, text, err.span(), key, &plain_expectation(err.message()))
-    })?;
-    if drop_statics {
-        raw.statics.clear();
+    let recovered = recover::deserialize(&tree, &spans);
+    // (offset in the text, error): sorted by offset at the end, for file order.
+    let mut found: Vec<(Option<usize>, ConfigError)> = recovered
+        .errors
+        .into_iter()
+        .map(|err| {
+            let message = plain_expectation(&err.message);
+            (err.span.as_ref().map(|s| s.start), ConfigError::at(source, text, err.span, err.key, &message))
+        })
+        .collect();
+    if let Some(mut raw) = recovered.file {
+        if drop_statics {
+            raw.statics.clear();
+        }
+        match validate::validate(raw, source, &absolute(base_dir)) {
+            Ok(config) if found.is_empty() => return Ok(config),
+            Ok(_) => {}
+            Err(invalids) => {
+                let mut reported: Vec<String> = Vec::new();
+                for err in invalids {
+                    // A key cut for a serde error reads as missing or default to validation,
+                    // and a check may fail twice on one key: report each key once.
+                    if recovered.removed.iter().any(|cut| recover::related(cut, &err.key))
+                        || reported.contains(&err.key)
+                    {
+                        continue;
+                    }
+                    let span = spans.span_of(&err.key);
+                    reported.push(err.key.clone());
+                    found.push((
+                        span.as_ref().map(|s| s.start),
+                        ConfigError::at(source, text, span, Some(err.key), &err.message),
+                    ));
+                }
+            }
+        }
     }
-    let base_dir = absolute(base_dir);
-    validate::validate(raw, source, &base_dir).map_err(|err| {
-        let span = spans.span_of(&err.key);
-        ConfigError::at(source, text, span, Some(err.key), &err.message)
-    })
+    // Stable: errors at one position keep the order they were found in; unplaced ones last.
+    found.sort_by_key(|(at, _)| at.unwrap_or(usize::MAX));
+    Err(ConfigErrors::new(found.into_iter().map(|(_, err)| err).collect()))
 }
 
 /// serde names the Rust type it wanted (`expected u32`, `expected a sequence`); say what

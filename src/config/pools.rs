@@ -1,8 +1,9 @@
 //! Validation of `[[pool]]`: routes, worker kind and supervision settings.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::file::FilePool;
+use super::file::{FilePool, Seconds};
 use super::validate::*;
 use super::*;
 
@@ -22,163 +23,148 @@ pub(super) fn parse_route(text: &str, key: &str) -> Check<RoutePattern> {
     if is_prefix { Ok(RoutePattern::Prefix(path.to_string())) } else { Ok(RoutePattern::Exact(path.to_string())) }
 }
 
-pub(super) fn validate_pool(raw: FilePool, key: &str, base_dir: &Path, limits: &Limits) -> Check<PoolConfig> {
+/// The pool as far as it is valid (stand-ins for bad values); errors go to `errs`.
+/// `earlier` are the pools before it, for duplicate names and routes.
+pub(super) fn validate_pool(
+    raw: FilePool,
+    key: &str,
+    base_dir: &Path,
+    limits: &Limits,
+    earlier: &[PoolConfig],
+    errs: &mut Problems,
+) -> PoolConfig {
     let k = |field: &str| format!("{key}.{field}");
-    let name = raw.name;
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        return Err(invalid(k("name"), format!("expected 1-64 characters from [A-Za-z0-9_-], got {name:?}")));
-    }
-    if raw.routes.is_empty() {
-        return Err(invalid(k("routes"), "expected at least one route pattern"));
-    }
-    let mut routes = Vec::with_capacity(raw.routes.len());
-    for (i, text) in raw.routes.iter().enumerate() {
-        let route = parse_route(text, &format!("{key}.routes[{i}]"))?;
-        if routes.contains(&route) {
-            return Err(invalid(format!("{key}.routes[{i}]"), format!("duplicate route {text:?}")));
+    match raw.name.as_deref() {
+        None => errs.push(invalid(k("name"), MISSING)),
+        Some(name)
+            if name.is_empty()
+                || name.len() > 64
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            errs.push(invalid(k("name"), format!("expected 1-64 characters from [A-Za-z0-9_-], got {name:?}")));
         }
-        routes.push(route);
+        Some(name) if earlier.iter().any(|p| p.name == name) => {
+            errs.push(invalid(k("name"), format!("duplicate pool name {name:?}")));
+        }
+        Some(_) => {}
     }
-
-    let kinds: Vec<&str> = [
-        ("native", raw.native.is_some()),
-        ("command", raw.command.is_some()),
-        ("python", raw.python.is_some()),
-        ("wsgi", raw.wsgi.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(kind, set)| set.then_some(kind))
-    .collect();
-    if kinds.len() != 1 {
-        let got = if kinds.is_empty() { "none".to_string() } else { kinds.join(" and ") };
-        let at = if kinds.len() > 1 { k(kinds[1]) } else { key.to_string() };
-        return Err(invalid(at, format!("expected exactly one of `native`, `command`, `python`, `wsgi`, got {got}")));
-    }
-    let is_python = raw.python.is_some() || raw.wsgi.is_some();
-    if !is_python {
-        for (field, set) in [("interpreter", raw.interpreter.is_some()), ("module_path", raw.module_path.is_some())] {
-            if set {
-                return Err(invalid(k(field), format!("`{field}` only applies to `python` and `wsgi` pools")));
+    let mut routes = Vec::new();
+    match &raw.routes {
+        None => errs.push(invalid(k("routes"), MISSING)),
+        Some(texts) if texts.is_empty() => errs.push(invalid(k("routes"), "expected at least one route pattern")),
+        Some(texts) => {
+            for (i, text) in texts.iter().enumerate() {
+                let route_key = format!("{key}.routes[{i}]");
+                let Some(route) = errs.ok(parse_route(text, &route_key)) else { continue };
+                if routes.contains(&route) {
+                    errs.push(invalid(route_key, format!("duplicate route {text:?}")));
+                } else if let Some(other) = earlier.iter().find(|p| p.routes.contains(&route)) {
+                    errs.push(invalid(
+                        route_key,
+                        format!("route {} is already claimed by pool {:?}", route_text(&route), other.name),
+                    ));
+                } else {
+                    routes.push(route);
+                }
             }
         }
     }
-    let python_target = |target: String, field: &str| -> Check<String> {
-        match target.split_once(':') {
-            Some((module, attr)) if !module.is_empty() && !attr.is_empty() => Ok(target),
-            _ => Err(invalid(k(field), format!("expected `module:attribute`, got {target:?}"))),
-        }
-    };
-    let interpreter = raw.interpreter.unwrap_or_else(|| DEFAULT_INTERPRETER.to_string());
-    if interpreter.is_empty() {
-        return Err(invalid(k("interpreter"), "expected a program name or path"));
-    }
-    let module_path: Vec<PathBuf> = match raw.module_path {
-        Some(paths) => paths.0.iter().map(|p| base_dir.join(p)).collect(),
-        None => vec![base_dir.to_path_buf()],
-    };
-    let worker = if let Some(native) = raw.native {
-        if native.is_empty() {
-            return Err(invalid(k("native"), "expected a native worker name"));
-        }
-        WorkerKind::Native(native)
-    } else if let Some(command) = raw.command {
-        if command.first().is_none_or(|prog| prog.is_empty()) {
-            return Err(invalid(k("command"), "expected a non-empty array: [program, args...]"));
-        }
-        WorkerKind::Command(resolve_command(command, base_dir))
-    } else if let Some(target) = raw.python {
-        WorkerKind::Python { target: python_target(target, "python")?, interpreter, module_path }
-    } else if let Some(target) = raw.wsgi {
-        WorkerKind::Wsgi { target: python_target(target, "wsgi")?, interpreter, module_path }
-    } else {
-        unreachable!("exactly one worker kind was checked above")
-    };
+
+    let worker = validate_worker(&raw, key, base_dir, errs);
 
     let num_workers = raw.num_workers.unwrap_or(DEFAULT_NUM_WORKERS as i64);
-    if num_workers < 1 || num_workers > MAX_NUM_WORKERS as i64 {
-        return Err(invalid(
+    let num_workers = if num_workers < 1 || num_workers > MAX_NUM_WORKERS as i64 {
+        errs.push(invalid(
             k("num_workers"),
             format!("expected an integer in 1..={MAX_NUM_WORKERS}, got {num_workers}"),
         ));
-    }
-    let stuck_timeout = positive_secs(raw.stuck_timeout, DEFAULT_STUCK_TIMEOUT, &k("stuck_timeout"))?;
+        DEFAULT_NUM_WORKERS
+    } else {
+        num_workers as usize
+    };
+    let positive = |errs: &mut Problems, value: Option<Seconds>, default: f64, field: &str| {
+        errs.or(positive_secs(value, default, &k(field)), Duration::from_secs_f64(default))
+    };
+    let non_negative = |errs: &mut Problems, value: Option<Seconds>, default: f64, field: &str| {
+        errs.or(non_negative_secs(value, default, &k(field)), Duration::from_secs_f64(default))
+    };
+    let stuck_timeout = errs.ok(positive_secs(raw.stuck_timeout, DEFAULT_STUCK_TIMEOUT, &k("stuck_timeout")));
     let heartbeat_interval =
-        positive_secs(raw.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL, &k("heartbeat_interval"))?;
-    if heartbeat_interval >= stuck_timeout {
-        return Err(invalid(
+        errs.ok(positive_secs(raw.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL, &k("heartbeat_interval")));
+    // Compared only when both are valid: a bad one would make this a follow-on error.
+    if let (Some(stuck), Some(heartbeat)) = (stuck_timeout, heartbeat_interval)
+        && heartbeat >= stuck
+    {
+        errs.push(invalid(
             k("heartbeat_interval"),
             format!(
                 "expected less than stuck_timeout ({}s), got {}s: healthy workers would be killed",
-                stuck_timeout.as_secs_f64(),
-                heartbeat_interval.as_secs_f64()
+                stuck.as_secs_f64(),
+                heartbeat.as_secs_f64()
             ),
         ));
     }
-    let recovery = non_negative_secs(raw.recovery_interval, 0.0, &k("recovery_interval"))?;
+    let recovery = non_negative(errs, raw.recovery_interval, 0.0, "recovery_interval");
     let permanent_failure_exitcode = match raw.permanent_failure_exitcode {
         Some(code) if !(1..=255).contains(&code) => {
-            return Err(invalid(
+            errs.push(invalid(
                 k("permanent_failure_exitcode"),
                 format!("expected an exit code in 1..=255, got {code}"),
             ));
+            None
         }
         other => other,
     };
-    let log_level = raw.log_level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()).to_ascii_lowercase();
+    let log_level = raw.log_level.clone().unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()).to_ascii_lowercase();
     if !LOG_LEVELS.contains(&log_level.as_str()) {
-        return Err(invalid(k("log_level"), format!("expected one of {}, got {log_level:?}", LOG_LEVELS.join(", "))));
+        errs.push(invalid(k("log_level"), format!("expected one of {}, got {log_level:?}", LOG_LEVELS.join(", "))));
     }
     if raw.memory_limit_mb == Some(0) {
-        return Err(invalid(k("memory_limit_mb"), "expected an integer >= 1 (omit the key for no limit), got 0"));
+        errs.push(invalid(k("memory_limit_mb"), "expected an integer >= 1 (omit the key for no limit), got 0"));
     }
-    for name in raw.env.keys() {
+    for (name, value) in &raw.env {
         if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(invalid(format!("{key}.env.{name:?}"), "expected an environment variable name without '='"));
+            errs.push(invalid(format!("{key}.env.{name:?}"), "expected an environment variable name without '='"));
+        } else if value.contains('\0') {
+            errs.push(invalid(format!("{key}.env.{name}"), "value must not contain NUL"));
         }
     }
-    if let Some((name, _)) = raw.env.iter().find(|(_, value)| value.contains('\0')) {
-        return Err(invalid(format!("{key}.env.{name}"), "value must not contain NUL"));
-    }
-    let cwd = match raw.cwd {
-        Some(dir) => {
-            let path = base_dir.join(&dir);
-            if !path.is_dir() {
-                return Err(invalid(
-                    k("cwd"),
-                    format!("expected an existing directory, {} is not one", path.display()),
-                ));
-            }
+    let cwd = raw.cwd.as_ref().and_then(|dir| {
+        let path = base_dir.join(dir);
+        if path.is_dir() {
             Some(path)
+        } else {
+            errs.push(invalid(k("cwd"), format!("expected an existing directory, {} is not one", path.display())));
+            None
         }
-        None => None,
-    };
+    });
     for (field, value) in [("user", &raw.user), ("group", &raw.group)] {
         if value.as_deref() == Some("") {
-            return Err(invalid(k(field), "expected a name or numeric id"));
+            errs.push(invalid(k(field), "expected a name or numeric id"));
         }
     }
-    let max_frame_bytes = frame_limit(raw.max_frame_bytes.map(|b| b.0), limits.max_body_bytes, &k("max_frame_bytes"))?;
-    let max_output_rate = at_least(
-        raw.max_output_rate.map(|b| b.0),
+    let max_frame_bytes = errs.or(
+        frame_limit(raw.max_frame_bytes.map(|b| b.0), limits.max_body_bytes, &k("max_frame_bytes")),
+        DEFAULT_MAX_FRAME_BYTES,
+    );
+    let max_output_rate = errs.or(
+        at_least(raw.max_output_rate.map(|b| b.0), DEFAULT_MAX_OUTPUT_RATE, MIN_MAX_OUTPUT_RATE, &k("max_output_rate")),
         DEFAULT_MAX_OUTPUT_RATE,
-        MIN_MAX_OUTPUT_RATE,
-        &k("max_output_rate"),
-    )?;
+    );
     let kwargs = match raw.kwargs {
-        Some(table) => toml_table_to_json(table, &k("kwargs"))?,
+        Some(table) => errs.or(toml_table_to_json(table, &k("kwargs")), serde_json::Map::new()),
         None => serde_json::Map::new(),
     };
-    Ok(PoolConfig {
-        name,
+    PoolConfig {
+        name: raw.name.unwrap_or_default(),
         routes,
         worker,
-        num_workers: num_workers as usize,
-        timeout: positive_secs(raw.timeout, DEFAULT_POOL_TIMEOUT, &k("timeout"))?,
-        stuck_timeout,
-        heartbeat_interval,
+        num_workers,
+        timeout: positive(errs, raw.timeout, DEFAULT_POOL_TIMEOUT, "timeout"),
+        stuck_timeout: stuck_timeout.unwrap_or(Duration::from_secs_f64(DEFAULT_STUCK_TIMEOUT)),
+        heartbeat_interval: heartbeat_interval.unwrap_or(Duration::from_secs_f64(DEFAULT_HEARTBEAT_INTERVAL)),
         max_restarts: raw.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
-        restart_window: positive_secs(raw.restart_window, DEFAULT_RESTART_WINDOW, &k("restart_window"))?,
+        restart_window: positive(errs, raw.restart_window, DEFAULT_RESTART_WINDOW, "restart_window"),
         recovery_interval: (!recovery.is_zero()).then_some(recovery),
         permanent_failure_exitcode,
         log_level,
@@ -189,11 +175,74 @@ pub(super) fn validate_pool(raw: FilePool, key: &str, base_dir: &Path, limits: &
         group: raw.group,
         kwargs,
         max_frame_bytes,
-        stuck_grace: non_negative_secs(raw.stuck_grace, DEFAULT_STUCK_GRACE, &k("stuck_grace"))?,
-        exit_grace: positive_secs(raw.exit_grace, DEFAULT_EXIT_GRACE, &k("exit_grace"))?,
+        stuck_grace: non_negative(errs, raw.stuck_grace, DEFAULT_STUCK_GRACE, "stuck_grace"),
+        exit_grace: positive(errs, raw.exit_grace, DEFAULT_EXIT_GRACE, "exit_grace"),
         max_output_rate,
         readiness: raw.readiness.unwrap_or(DEFAULT_READINESS),
-    })
+    }
+}
+
+/// Exactly one of `native`, `command`, `python`, `wsgi`, and the keys that go with it. A
+/// bad one is recorded and stood in for by an unnamed native worker.
+fn validate_worker(raw: &FilePool, key: &str, base_dir: &Path, errs: &mut Problems) -> WorkerKind {
+    let k = |field: &str| format!("{key}.{field}");
+    let stand_in = || WorkerKind::Native(String::new());
+    let kinds: Vec<&str> = [
+        ("native", raw.native.is_some()),
+        ("command", raw.command.is_some()),
+        ("python", raw.python.is_some()),
+        ("wsgi", raw.wsgi.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(kind, set)| set.then_some(kind))
+    .collect();
+    let is_python = raw.python.is_some() || raw.wsgi.is_some();
+    if !is_python {
+        for (field, set) in [("interpreter", raw.interpreter.is_some()), ("module_path", raw.module_path.is_some())] {
+            if set {
+                errs.push(invalid(k(field), format!("`{field}` only applies to `python` and `wsgi` pools")));
+            }
+        }
+    }
+    if kinds.len() != 1 {
+        let got = if kinds.is_empty() { "none".to_string() } else { kinds.join(" and ") };
+        let at = if kinds.len() > 1 { k(kinds[1]) } else { key.to_string() };
+        errs.push(invalid(at, format!("expected exactly one of `native`, `command`, `python`, `wsgi`, got {got}")));
+        return stand_in();
+    }
+    let interpreter = raw.interpreter.clone().unwrap_or_else(|| DEFAULT_INTERPRETER.to_string());
+    if interpreter.is_empty() {
+        errs.push(invalid(k("interpreter"), "expected a program name or path"));
+    }
+    let module_path: Vec<PathBuf> = match &raw.module_path {
+        Some(paths) => paths.0.iter().map(|p| base_dir.join(p)).collect(),
+        None => vec![base_dir.to_path_buf()],
+    };
+    let mut python_target = |target: &String, field: &str| match target.split_once(':') {
+        Some((module, attr)) if !module.is_empty() && !attr.is_empty() => target.clone(),
+        _ => {
+            errs.push(invalid(k(field), format!("expected `module:attribute`, got {target:?}")));
+            target.clone()
+        }
+    };
+    if let Some(target) = &raw.python {
+        WorkerKind::Python { target: python_target(target, "python"), interpreter, module_path }
+    } else if let Some(target) = &raw.wsgi {
+        WorkerKind::Wsgi { target: python_target(target, "wsgi"), interpreter, module_path }
+    } else if let Some(native) = &raw.native {
+        if native.is_empty() {
+            errs.push(invalid(k("native"), "expected a native worker name"));
+        }
+        WorkerKind::Native(native.clone())
+    } else if let Some(command) = &raw.command {
+        if command.first().is_none_or(|prog| prog.is_empty()) {
+            errs.push(invalid(k("command"), "expected a non-empty array: [program, args...]"));
+            return stand_in();
+        }
+        WorkerKind::Command(resolve_command(command.clone(), base_dir))
+    } else {
+        unreachable!("exactly one worker kind was checked above")
+    }
 }
 
 /// `command[0]` with a `/` but not absolute (`./bin/worker`, `bin/worker`) is relative to

@@ -9,20 +9,40 @@ pub(super) struct SpanIndex {
     entries: Vec<SpanEntry>,
 }
 
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Segment {
+    Key(String),
+    Index(usize),
+}
+
 pub(super) struct SpanEntry {
     path: String,
+    segments: Vec<Segment>,
     key: Range<usize>,
     value: Range<usize>,
+}
+
+impl SpanEntry {
+    /// The dotted path, as validation errors name keys.
+    pub(super) fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The same path, step by step.
+    pub(super) fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
 }
 
 impl SpanIndex {
     pub(super) fn build(root: &toml::de::DeTable<'_>) -> SpanIndex {
         let mut index = SpanIndex { entries: Vec::new() };
-        index.add_table("", root);
+        index.add_table("", &[], root);
         index
     }
 
-    fn add_table(&mut self, prefix: &str, table: &toml::de::DeTable<'_>) {
+    fn add_table(&mut self, prefix: &str, segments: &[Segment], table: &toml::de::DeTable<'_>) {
         for (key, value) in table.iter() {
             let name = key.get_ref();
             let segment = if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -32,19 +52,31 @@ impl SpanIndex {
                 format!("{name:?}")
             };
             let path = if prefix.is_empty() { segment } else { format!("{prefix}.{segment}") };
-            self.entries.push(SpanEntry { path: path.clone(), key: key.span(), value: value.span() });
-            self.add_value(&path, value);
+            let segments = [segments, &[Segment::Key(name.to_string())]].concat();
+            self.entries.push(SpanEntry {
+                path: path.clone(),
+                segments: segments.clone(),
+                key: key.span(),
+                value: value.span(),
+            });
+            self.add_value(&path, &segments, value);
         }
     }
 
-    fn add_value(&mut self, path: &str, value: &toml::Spanned<toml::de::DeValue<'_>>) {
+    fn add_value(&mut self, path: &str, segments: &[Segment], value: &toml::Spanned<toml::de::DeValue<'_>>) {
         match value.get_ref() {
-            toml::de::DeValue::Table(table) => self.add_table(path, table),
+            toml::de::DeValue::Table(table) => self.add_table(path, segments, table),
             toml::de::DeValue::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let item_path = format!("{path}[{i}]");
-                    self.entries.push(SpanEntry { path: item_path.clone(), key: item.span(), value: item.span() });
-                    self.add_value(&item_path, item);
+                    let item_segments = [segments, &[Segment::Index(i)]].concat();
+                    self.entries.push(SpanEntry {
+                        path: item_path.clone(),
+                        segments: item_segments.clone(),
+                        key: item.span(),
+                        value: item.span(),
+                    });
+                    self.add_value(&item_path, &item_segments, item);
                 }
             }
             _ => {}
@@ -52,7 +84,7 @@ impl SpanIndex {
     }
 
     /// The innermost key or value whose span contains `span.start`.
-    pub(super) fn path_at(&self, span: &Range<usize>) -> Option<String> {
+    pub(super) fn entry_at(&self, span: &Range<usize>) -> Option<&SpanEntry> {
         let at = span.start;
         let contains = |r: &Range<usize>| r.start <= at && (at < r.end || (r.is_empty() && at == r.start));
         self.entries
@@ -63,7 +95,7 @@ impl SpanIndex {
             })
             // Smallest span wins; on a tie the deeper path is the more precise.
             .min_by(|(a, ea), (b, eb)| a.cmp(b).then(eb.path.len().cmp(&ea.path.len())))
-            .map(|(_, e)| e.path.clone())
+            .map(|(_, e)| e)
     }
 
     /// The value span of `path`, or of its nearest existing ancestor (for a missing key).

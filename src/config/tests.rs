@@ -10,17 +10,25 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn parse(text: &str) -> Result<Config, ConfigError> {
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
     // Created once: tests run in parallel and must not remove each other's dirs.
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     Config::parse(text, "/etc/rw.toml", DIR.get_or_init(|| temp_dir("parse")))
 }
 
-fn parse_err(text: &str) -> ConfigError {
+/// Every error of a config that must not load.
+fn parse_errs(text: &str) -> Vec<ConfigError> {
     match parse(text) {
         Ok(_) => panic!("expected an error for:\n{text}"),
-        Err(err) => err,
+        Err(errs) => errs.into_vec(),
     }
+}
+
+/// The error of a config with one mistake: exactly one is reported (no follow-ons).
+fn parse_err(text: &str) -> ConfigError {
+    let mut errs = parse_errs(text);
+    assert_eq!(errs.len(), 1, "expected one error for:\n{text}\ngot:\n{}", ConfigErrors::new(errs));
+    errs.remove(0)
 }
 
 /// Asserts the error's key and line:column, and that the message contains `needle`.
@@ -525,4 +533,203 @@ fn type_errors_name_the_toml_type() {
             assert!(!err.contains(&format!("expected {rust}")), "{err}");
         }
     }
+}
+
+/// Errors one per line, for assertion messages.
+fn show(errs: &[ConfigError]) -> String {
+    errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// Issue 8.6: every error in the file, each at its own line, in file order.
+const MANY_MISTAKES: &str = r#"[server]
+bind = ["127.0.0.1:0"]
+bindd = 3
+backlog = "big"
+
+[server.limits]
+max_headers = 0
+
+[[sync]]
+path = "/h"
+kind = "health"
+auth = true
+
+[[pool]]
+name = "api"
+routes = ["api/**"]
+native = "echo"
+num_workers = 0
+workers = 3
+
+[[pool]]
+name = "b"
+routes = ["/b/**"]
+native = "echo"
+timeout = "slow"
+"#;
+
+#[test]
+fn every_error_is_reported_in_file_order() {
+    let errs = parse_errs(MANY_MISTAKES);
+    let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line.unwrap(), e.key.as_deref().unwrap())).collect();
+    assert_eq!(
+        got,
+        [
+            (3, "server.bindd"),
+            (4, "server.backlog"),
+            (7, "server.limits.max_headers"),
+            (12, "sync[0].auth"),
+            (16, "pool[0].routes[0]"),
+            (18, "pool[0].num_workers"),
+            (19, "pool[0].workers"),
+            (25, "pool[1].timeout"),
+        ],
+        "{}",
+        show(&errs)
+    );
+    let needles = [
+        "unknown field `bindd`",
+        "expected a non-negative integer",
+        ">= 1",
+        "[auth]",
+        "starting with '/'",
+        "1..=1024",
+        "unknown field `workers`",
+        "a number of seconds",
+    ];
+    for (err, needle) in errs.iter().zip(needles) {
+        assert!(err.message.contains(needle), "{err} lacks {needle:?}");
+    }
+}
+
+#[test]
+fn every_error_displays_on_its_own_line() {
+    let shown = parse(MANY_MISTAKES).unwrap_err().to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines.len(), 8, "{shown}");
+    assert!(lines[0].starts_with("/etc/rw.toml:3:1: key `server.bindd`: unknown field `bindd`"), "{shown}");
+    assert!(lines[7].starts_with("/etc/rw.toml:25:11: key `pool[1].timeout`: "), "{shown}");
+    // One error displays exactly as a single ConfigError always did.
+    let one = parse("[server]\nbacklog = 0\n").unwrap_err();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one.to_string(), one[0].to_string());
+}
+
+#[test]
+fn follow_on_errors_are_not_reported() {
+    // A misspelt worker kind is one error, not also "expected exactly one of ..., got none".
+    let err = parse_err("[[pool]]\nname = \"a\"\nroutes = [\"/a/**\"]\nnativ = \"echo\"\n");
+    assert_eq!(err.key.as_deref(), Some("pool[0].nativ"), "{err}");
+    // A wrong-typed required key is not also missing.
+    let err = parse_err("[[pool]]\nname = 3\nroutes = [\"/a/**\"]\nnative = \"echo\"\n");
+    assert_eq!((err.key.as_deref(), err.line), (Some("pool[0].name"), Some(2)), "{err}");
+    let err = parse_err("[[sync]]\npath = \"/h\"\nkind = \"nope\"\n");
+    assert_eq!(err.key.as_deref(), Some("sync[0].kind"), "{err}");
+    // A misspelt `keys` is not also "no keys".
+    let err = parse_err("[auth]\nkyes = [\"k\"]\n");
+    assert_eq!(err.key.as_deref(), Some("auth.kyes"), "{err}");
+    // A bad value is not compared with the keys that depend on it.
+    let err = parse_err("[server]\nmax_buffered_bytes = 1000\nmax_connection_buffer = 2097152\n");
+    assert_eq!(err.key.as_deref(), Some("server.max_buffered_bytes"), "{err}");
+    let err = parse_err(&format!("{POOL}stuck_timeout = -1\nheartbeat_interval = 90\n"));
+    assert_eq!(err.key.as_deref(), Some("pool[0].stuck_timeout"), "{err}");
+    // A bad element of an array: the array is dropped, its other elements not re-checked.
+    let err = parse_err("[server]\nbind = [\"127.0.0.1:1\", 3]\n");
+    assert_eq!((err.key.as_deref(), err.line, err.column), (Some("server.bind[1]"), Some(2), Some(24)), "{err}");
+    // A duplicate of a bad name is the bad name, once.
+    let text = "[[pool]]\nname = \"a b\"\nroutes = [\"/a/**\"]\nnative = \"echo\"\n\
+                [[pool]]\nname = \"a b\"\nroutes = [\"/b/**\"]\nnative = \"echo\"\n";
+    let errs = parse_errs(text);
+    let keys: Vec<_> = errs.iter().map(|e| e.key.as_deref().unwrap()).collect();
+    assert_eq!(keys, ["pool[0].name", "pool[1].name"]);
+    assert!(errs.iter().all(|e| e.message.contains("1-64 characters")), "{}", show(&errs));
+}
+
+#[test]
+fn errors_in_every_element_are_reported() {
+    let text = r#"
+[[static]]
+prefix = "/a"
+path = "nope"
+index = "a/b"
+[[sync]]
+path = "no-slash"
+kind = "redirect"
+status = 200
+[[sync]]
+path = "/c"
+kind = "custom"
+body = "x"
+[[pool]]
+name = "a"
+routes = ["/a/**", "/a/**"]
+command = []
+log_level = "loud"
+env = { "A=B" = "x" }
+[[pool]]
+name = "a"
+routes = ["/a/**"]
+python = "mod"
+interpreter = ""
+"#;
+    let errs = parse_errs(text);
+    let got: Vec<_> = errs.iter().map(|e| e.key.as_deref().unwrap()).collect();
+    assert_eq!(
+        got,
+        [
+            "static[0].path",
+            "static[0].index",
+            // A missing key is placed at its table's header, before the keys it has.
+            "sync[0].location",
+            "sync[0].path",
+            "sync[0].status",
+            "sync[1].name",
+            "sync[1].body",
+            "pool[0].routes[1]",
+            "pool[0].command",
+            "pool[0].log_level",
+            "pool[0].env.\"A=B\"",
+            "pool[1].name",
+            "pool[1].routes[0]",
+            "pool[1].python",
+            "pool[1].interpreter",
+        ],
+        "{}",
+        show(&errs)
+    );
+}
+
+#[test]
+fn missing_required_keys_are_errors_at_their_table() {
+    let errs = parse_errs("[[pool]]\nnative = \"echo\"\n[[static]]\nindex = \"i\"\n[[sync]]\n");
+    let got: Vec<_> = errs.iter().map(|e| (e.line.unwrap(), e.key.as_deref().unwrap())).collect();
+    assert_eq!(
+        got,
+        [
+            (1, "pool[0].name"),
+            (1, "pool[0].routes"),
+            (3, "static[0].prefix"),
+            (3, "static[0].path"),
+            (5, "sync[0].path"),
+            (5, "sync[0].kind"),
+        ],
+        "{}",
+        show(&errs)
+    );
+    assert!(errs.iter().all(|e| e.message.contains("required key is missing")));
+}
+
+#[test]
+fn a_syntax_error_is_reported_alone() {
+    let errs = parse_errs("[server]\nbindd = 3\nbacklog = = 1\n");
+    assert_eq!(errs.len(), 1, "{}", show(&errs));
+    assert_eq!((errs[0].line, errs[0].key.as_deref()), (Some(3), None));
+}
+
+#[test]
+fn many_unknown_keys_are_all_reported() {
+    let text: String = (0..50).map(|i| format!("key{i} = {i}\n")).collect();
+    let errs = parse_errs(&format!("[server]\n{text}"));
+    assert_eq!(errs.len(), 50);
+    assert_eq!(errs[49].line, Some(51));
 }

@@ -26,44 +26,65 @@ pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Inv
 
 pub(super) type Check<T> = Result<T, Invalid>;
 
-pub(super) fn validate(raw: FileConfig, source: &str, base_dir: &Path) -> Check<Config> {
-    let server = validate_server(raw.server, base_dir)?;
-    let mut statics = Vec::with_capacity(raw.statics.len());
+/// Message for a required key that is not there; the key itself names what is missing.
+pub(super) const MISSING: &str = "required key is missing";
+
+/// The semantic errors found so far. Validation goes on after each one with a stand-in
+/// value, so one run reports them all; a config with any error is refused, so stand-ins
+/// never reach a running server.
+#[derive(Default)]
+pub(super) struct Problems(Vec<Invalid>);
+
+impl Problems {
+    pub(super) fn push(&mut self, err: Invalid) {
+        self.0.push(err);
+    }
+
+    /// The value, or `None` once the error is recorded.
+    pub(super) fn ok<T>(&mut self, check: Check<T>) -> Option<T> {
+        check.map_err(|err| self.push(err)).ok()
+    }
+
+    /// The value, or `fallback` once the error is recorded.
+    pub(super) fn or<T>(&mut self, check: Check<T>, fallback: T) -> T {
+        self.ok(check).unwrap_or(fallback)
+    }
+
+    /// How many so far: compare before and after a part to learn whether it was clean.
+    pub(super) fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Every semantic error of `raw`, in the order found (sections in file-format order, each
+/// element's keys in turn).
+pub(super) fn validate(raw: FileConfig, source: &str, base_dir: &Path) -> Result<Config, Vec<Invalid>> {
+    let mut errs = Problems::default();
+    let server = validate_server(raw.server, base_dir, &mut errs);
+    let mut statics: Vec<StaticMount> = Vec::with_capacity(raw.statics.len());
     for (i, file) in raw.statics.into_iter().enumerate() {
-        let mount = validate_static(file, &format!("static[{i}]"), base_dir)?;
-        if statics.iter().any(|m: &StaticMount| m.prefix == mount.prefix) {
-            return Err(invalid(format!("static[{i}].prefix"), format!("duplicate static prefix {:?}", mount.prefix)));
+        let Some(mount) = validate_static(file, &format!("static[{i}]"), base_dir, &mut errs) else { continue };
+        if statics.iter().any(|m| m.prefix == mount.prefix) {
+            errs.push(invalid(format!("static[{i}].prefix"), format!("duplicate static prefix {:?}", mount.prefix)));
         }
         statics.push(mount);
     }
-    let auth = match raw.auth {
-        Some(file) => Some(validate_auth(file, base_dir)?),
-        None => None,
-    };
-    let mut syncs = Vec::with_capacity(raw.sync.len());
+    let auth = raw.auth.map(|file| validate_auth(file, base_dir, &mut errs));
+    let mut syncs: Vec<SyncRoute> = Vec::with_capacity(raw.sync.len());
     for (i, file) in raw.sync.into_iter().enumerate() {
-        let route = validate_sync(file, &format!("sync[{i}]"), auth.as_ref())?;
-        if syncs.iter().any(|r: &SyncRoute| r.path == route.path) {
-            return Err(invalid(format!("sync[{i}].path"), format!("duplicate sync path {:?}", route.path)));
+        let Some(route) = validate_sync(file, &format!("sync[{i}]"), auth.as_ref(), &mut errs) else { continue };
+        if syncs.iter().any(|r| r.path == route.path) {
+            errs.push(invalid(format!("sync[{i}].path"), format!("duplicate sync path {:?}", route.path)));
         }
         syncs.push(route);
     }
     let mut pools: Vec<PoolConfig> = Vec::with_capacity(raw.pool.len());
     for (i, file) in raw.pool.into_iter().enumerate() {
-        let key = format!("pool[{i}]");
-        let pool = validate_pool(file, &key, base_dir, &server.limits)?;
-        if pools.iter().any(|p| p.name == pool.name) {
-            return Err(invalid(format!("{key}.name"), format!("duplicate pool name {:?}", pool.name)));
-        }
-        for (r, route) in pool.routes.iter().enumerate() {
-            if let Some(other) = pools.iter().find(|p| p.routes.contains(route)) {
-                return Err(invalid(
-                    format!("{key}.routes[{r}]"),
-                    format!("route {} is already claimed by pool {:?}", route_text(route), other.name),
-                ));
-            }
-        }
+        let pool = validate_pool(file, &format!("pool[{i}]"), base_dir, &server.limits, &pools, &mut errs);
         pools.push(pool);
+    }
+    if errs.count() > 0 {
+        return Err(errs.0);
     }
     Ok(Config { source: source.to_string(), server, statics, syncs, auth, pools })
 }
@@ -121,21 +142,22 @@ pub(super) fn at_least<T: PartialOrd + fmt::Display + Copy>(
 }
 
 /// Header name → lowercase; rejects names that are not HTTP tokens and values with
-/// control characters (no response splitting from a config typo).
-pub(super) fn validate_headers(raw: BTreeMap<String, String>, key: &str) -> Check<Vec<(String, String)>> {
+/// control characters (no response splitting from a config typo). Bad ones are recorded
+/// and left out.
+pub(super) fn validate_headers(raw: BTreeMap<String, String>, key: &str, errs: &mut Problems) -> Vec<(String, String)> {
     let mut headers = Vec::with_capacity(raw.len());
     for (name, value) in raw {
         let is_token =
             !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !is_token {
-            return Err(invalid(format!("{key}.{name:?}"), "expected a header name made of letters, digits and -"));
+            errs.push(invalid(format!("{key}.{name:?}"), "expected a header name made of letters, digits and -"));
+        } else if value.chars().any(|c| c.is_control() && c != '\t') {
+            errs.push(invalid(format!("{key}.{name}"), "header value must not contain control characters"));
+        } else {
+            headers.push((name.to_ascii_lowercase(), value));
         }
-        if value.chars().any(|c| c.is_control() && c != '\t') {
-            return Err(invalid(format!("{key}.{name}"), "header value must not contain control characters"));
-        }
-        headers.push((name.to_ascii_lowercase(), value));
     }
-    Ok(headers)
+    headers
 }
 
 /// A URL path as written in the config: starts with '/', no query, fragment, blanks,

@@ -99,6 +99,11 @@ pub enum Reading {
     /// A request body is arriving: no gap over `body_timeout`, and on average at least
     /// `body_min_rate` bytes a second after a first `body_timeout` of grace.
     Body { started: Instant, last: Instant, received: u64 },
+    /// A WebSocket handshake waits for its worker's answer: no further HTTP request is
+    /// read (what follows it may already be WebSocket frames).
+    Upgrading,
+    /// An accepted WebSocket: `last` is when the client last sent anything (idle clock).
+    WebSocket { last: Instant },
     /// The peer closed its sending side.
     PeerClosed,
     /// No further request will be read: the last answer closes the connection.
@@ -157,6 +162,8 @@ pub enum Fill {
     Waiting,
     /// A worker streams it: chunks are appended as they come.
     Streaming(StreamFraming),
+    /// An accepted WebSocket: its frames are appended for as long as it is open.
+    Upgraded,
     /// Nothing more will be added: pop once `buf` and `file` are written.
     Done,
 }
@@ -205,6 +212,10 @@ pub enum Expiry {
     Close,
     /// The client was too slow sending a request: 408, then close.
     RequestTimeout,
+    /// A WebSocket has been quiet for half its idle timeout: ping it.
+    WsPing,
+    /// A WebSocket has been quiet for its whole idle timeout: close it.
+    WsIdle,
 }
 
 /// The clocks a connection is held to, from `[server]`.
@@ -215,6 +226,8 @@ pub struct Clocks {
     pub body: Duration,
     pub body_min_rate: u64,
     pub write: Duration,
+    /// A WebSocket's idle timeout (its pool's `websocket_idle_timeout`).
+    pub ws_idle: Duration,
 }
 
 impl Clocks {
@@ -225,6 +238,7 @@ impl Clocks {
             body: s.body_timeout,
             body_min_rate: super::tuning::body_min_rate(s),
             write: s.write_timeout,
+            ws_idle: Duration::from_secs(60),
         }
     }
 }
@@ -256,6 +270,19 @@ pub struct Conn {
     pub armed: Armed,
     /// Bytes this connection holds in the global budget, as last accounted.
     pub held: u64,
+    /// The WebSocket this connection became, once its handshake was accepted.
+    pub ws: Option<Box<WsConn>>,
+}
+
+/// An accepted WebSocket on a connection.
+#[derive(Debug)]
+pub struct WsConn {
+    /// The socket's request id (its worker knows it by this id).
+    pub id: ReqId,
+    pub decoder: crate::websocket::Decoder,
+    /// A ping was sent since the client last sent anything.
+    pub pinged: bool,
+    pub idle: Duration,
 }
 
 impl Conn {
@@ -279,6 +306,7 @@ impl Conn {
             interest: Interest::READABLE,
             armed: Armed::default(),
             held: 0,
+            ws: None,
         }
     }
 
@@ -287,11 +315,20 @@ impl Conn {
         matches!(self.reading, Reading::Idle { .. } | Reading::Head { .. } | Reading::Body { .. })
     }
 
+    /// Whether the socket is read now: for requests, or for an accepted WebSocket's
+    /// frames (while the decoder has room).
+    fn reads(&self) -> bool {
+        match self.reading {
+            Reading::WebSocket { .. } => self.ws.as_ref().is_some_and(|ws| !ws.decoder.full()),
+            _ => self.open_for_requests(),
+        }
+    }
+
     /// Whether we read from the socket now: not after the last request, and not while
     /// the client has `MAX_PIPELINE` answers pending or `cap` unsent bytes (it must read
     /// before it may send more).
     pub fn wants_read(&self, cap: usize) -> bool {
-        self.open_for_requests() && self.slots.len() < MAX_PIPELINE && self.unsent() < cap
+        self.reads() && self.slots.len() < MAX_PIPELINE && self.unsent() < cap
     }
 
     /// Record whether reading is held back by us, stopping or restarting the clocks.
@@ -328,13 +365,22 @@ impl Conn {
                     return true;
                 }
                 Ok(n) => {
-                    self.reader.push(&scratch[..n]);
+                    match self.ws.as_mut() {
+                        Some(ws) => ws.decoder.push(&scratch[..n]),
+                        None => self.reader.push(&scratch[..n]),
+                    }
                     budget = budget.saturating_sub(n);
                     match &mut self.reading {
                         Reading::Idle { .. } => self.reading = Reading::Head { started: now },
                         Reading::Body { last, received, .. } => {
                             *last = now;
                             *received += n as u64;
+                        }
+                        Reading::WebSocket { last } => {
+                            *last = now;
+                            if let Some(ws) = self.ws.as_mut() {
+                                ws.pinged = false;
+                            }
                         }
                         _ => {}
                     }
@@ -397,6 +443,13 @@ impl Conn {
                     Some((since.max(self.last_write) + c.keepalive, Expiry::Close))
                 }
                 Reading::Head { started } => Some((started + c.header, Expiry::RequestTimeout)),
+                Reading::WebSocket { last } => {
+                    let idle = self.ws.as_ref().map_or(c.ws_idle, |ws| ws.idle);
+                    match self.ws.as_ref().is_some_and(|ws| ws.pinged) {
+                        true => Some((last + idle, Expiry::WsIdle)),
+                        false => Some((last + idle / 2, Expiry::WsPing)),
+                    }
+                }
                 Reading::Body { started, last, received } => {
                     let gap = last + c.body;
                     let by_rate = match c.body_min_rate {
@@ -435,7 +488,8 @@ impl Conn {
     /// and the body being received (a declared Content-Length counts in full from the
     /// head on, so a slow upload is paid for before it arrives).
     pub fn memory(&self) -> u64 {
-        self.unsent() as u64 + self.reader.buffered() as u64 + self.reader.body_reserved()
+        let ws = self.ws.as_ref().map_or(0, |ws| ws.decoder.buffered() as u64);
+        self.unsent() as u64 + self.reader.buffered() as u64 + self.reader.body_reserved() + ws
     }
 
     /// Whether output is waiting on the socket.
@@ -530,7 +584,7 @@ impl Conn {
                 continue;
             }
             if front.fill != Fill::Done {
-                break; // waiting for a worker
+                break; // waiting for a worker, or an open WebSocket
             }
             let close = front.close_after;
             self.slots.pop_front();

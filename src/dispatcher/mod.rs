@@ -26,6 +26,7 @@ mod listeners;
 mod output;
 mod reload;
 mod requests;
+mod sockets;
 mod timers;
 mod tuning;
 mod workers;
@@ -108,6 +109,17 @@ enum ReqState {
     InWorker(WorkerKey),
     /// The worker started a streamed answer.
     Streaming(WorkerKey),
+    /// The worker accepted a WebSocket: messages flow until either side closes.
+    Socket(WorkerKey),
+}
+
+/// What a pool request asks of its worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReqKind {
+    /// An HTTP request (REQUEST).
+    Http,
+    /// A WebSocket handshake (WS_OPEN): the client's key and offered subprotocols.
+    Socket { key: String, subprotocols: Vec<String> },
 }
 
 /// How to answer a request: the client's terms.
@@ -128,6 +140,7 @@ struct Inflight {
     pool: PoolId,
     deadline: Instant,
     state: ReqState,
+    kind: ReqKind,
     reply: ReplyTo,
 }
 
@@ -135,7 +148,7 @@ impl Inflight {
     fn worker(&self) -> Option<WorkerKey> {
         match self.state {
             ReqState::Queued { .. } => None,
-            ReqState::InWorker(w) | ReqState::Streaming(w) => Some(w),
+            ReqState::InWorker(w) | ReqState::Streaming(w) | ReqState::Socket(w) => Some(w),
         }
     }
 }
@@ -457,14 +470,21 @@ impl Dispatcher {
                 self.budget_waiters.push(key);
             }
             conn.set_paused(!wants && conn.open_for_requests(), now);
+            let socket = conn.ws.is_some();
             if wants && conn.socket != SocketRead::Drained {
                 if !conn.read_available(&mut self.scratch, read_limit, now) {
                     return self.close_conn(key);
                 }
-                self.parse_requests(key, now);
-            } else if wants && conn.reader.buffered() > 0 && round == 0 {
+                if !socket {
+                    self.parse_requests(key, now);
+                }
+            } else if wants && !socket && conn.reader.buffered() > 0 && round == 0 {
                 // Pipelined bytes read earlier, held back until now.
                 self.parse_requests(key, now);
+            }
+            if socket {
+                // Frames decoded (or held while the worker's pipe was full) are relayed.
+                self.pump_socket(key);
             }
             if self.client_gone(key) {
                 return self.close_conn(key);
@@ -565,6 +585,10 @@ impl Dispatcher {
             Some((at, Expiry::Close)) if at <= now => self.close_conn(key),
             Some((at, Expiry::RequestTimeout)) if at <= now => {
                 self.answer_error_and_close(key, 408, "request timeout");
+            }
+            Some((at, Expiry::WsPing)) if at <= now => self.ping_socket(key, now),
+            Some((at, Expiry::WsIdle)) if at <= now => {
+                self.close_socket_of(key, crate::websocket::CloseCode::NORMAL, "idle timeout");
             }
             _ => self.arm_conn(key, now),
         }

@@ -8,12 +8,13 @@ use log::{debug, info, warn};
 
 use super::connection::{FLOW_PAUSE_AT, FLOW_RESUME_AT, Fill, Reading, Slot, StreamFraming};
 use super::timers::Timer;
-use super::{ConnKey, Dispatcher, Inflight, Phase, PoolId, ReplyTo, ReqId, ReqState, WorkerKey};
+use super::{ConnKey, Dispatcher, Inflight, Phase, PoolId, ReplyTo, ReqId, ReqKind, ReqState, WorkerKey};
 use crate::auth::AuthDecision;
 use crate::config::{AccessLog, SyncKind};
 use crate::http::{self, BodyFraming, ReadEvent, Request, Version};
 use crate::ipc::{self, FrameType, RequestMeta};
 use crate::static_files::{self, StaticBody, StaticOutcome};
+use crate::websocket::CloseCode;
 
 /// What the access log needs about a request.
 #[derive(Debug, Clone, Default)]
@@ -221,6 +222,21 @@ impl Dispatcher {
                     }
                     return self.reply(key, &to, status, headers, body);
                 }
+                if self.pools[p.0].takes_websockets
+                    && let Some(upgrade) = crate::websocket::check_upgrade(&req)
+                {
+                    return match upgrade {
+                        Ok(up) => self.open_socket(key, to, req, up, p, context, now),
+                        Err(e) => {
+                            let (mut headers, body) = http::json_error(e.status(), e.reason());
+                            if e.status() == 426 {
+                                headers.push(("sec-websocket-version".into(), "13".into()));
+                            }
+                            let to = ReplyTo { keep_alive: false, ..to };
+                            self.reply(key, &to, e.status(), headers, body)
+                        }
+                    };
+                }
                 self.enqueue(key, to, req, p, context, now);
             }
         }
@@ -264,24 +280,26 @@ impl Dispatcher {
                 return self.reply_error(key, &to, status, &e.to_string());
             }
         };
-        self.new_request(id, Some(key), p, frame, to.clone(), now);
+        self.new_request(id, Some(key), p, frame, ReqKind::Http, to.clone(), now);
         let keep_alive = to.keep_alive;
         self.push_slot(key, Slot::pending(id, to.head_only), keep_alive);
     }
 
-    fn alloc_request_id(&mut self) -> ReqId {
+    pub(super) fn alloc_request_id(&mut self) -> ReqId {
         let id = ReqId(self.next_request_id);
         self.next_request_id += 1;
         id
     }
 
     /// Record a pool request with its encoded frame and queue it.
-    fn new_request(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new_request(
         &mut self,
         id: ReqId,
         conn: Option<ConnKey>,
         p: PoolId,
         frame: Vec<u8>,
+        kind: ReqKind,
         reply: ReplyTo,
         now: Instant,
     ) {
@@ -289,7 +307,7 @@ impl Dispatcher {
         self.hold(0, frame.len() as u64);
         self.pools[p.0].enqueue(id, deadline);
         self.arm_pool(p, deadline);
-        self.inflight.insert(id, Inflight { conn, pool: p, deadline, state: ReqState::Queued { frame }, reply });
+        self.inflight.insert(id, Inflight { conn, pool: p, deadline, state: ReqState::Queued { frame }, kind, reply });
         self.dirty.pools.push(p);
     }
 
@@ -342,7 +360,7 @@ impl Dispatcher {
     }
 
     /// An error answer made here: `{"error": message}`.
-    fn reply_error(&mut self, key: ConnKey, to: &ReplyTo, status: u16, message: &str) {
+    pub(super) fn reply_error(&mut self, key: ConnKey, to: &ReplyTo, status: u16, message: &str) {
         let (headers, body) = http::json_error(status, message);
         self.reply(key, to, status, headers, body);
     }
@@ -471,7 +489,7 @@ impl Dispatcher {
         match slot.fill {
             Fill::Streaming(StreamFraming::Chunked) => http::encode_chunk(data, &mut slot.buf),
             Fill::Streaming(StreamFraming::CloseDelimited) => slot.buf.extend_from_slice(data),
-            Fill::Done | Fill::Waiting => return true,
+            Fill::Done | Fill::Waiting | Fill::Upgraded => return true,
         }
         self.dirty.conns.push(key);
         self.stream_back_pressure(id);
@@ -486,7 +504,9 @@ impl Dispatcher {
             self.paused_streams.remove(&id);
             return;
         };
-        let (Some(key), ReqState::Streaming(worker)) = (inf.conn, &inf.state) else { return };
+        let (Some(key), ReqState::Streaming(worker) | ReqState::Socket(worker)) = (inf.conn, &inf.state) else {
+            return;
+        };
         let worker = *worker;
         let Some(conn) = self.conns.get(key.0) else { return };
         let buffered = conn.buffered_for(id);
@@ -529,7 +549,7 @@ impl Dispatcher {
     }
 
     /// Forget a request: out of the in-flight table, its queue place and its budget.
-    fn take_request(&mut self, id: ReqId) -> Option<Inflight> {
+    pub(super) fn take_request(&mut self, id: ReqId) -> Option<Inflight> {
         let inf = self.inflight.remove(&id)?;
         self.paused_streams.remove(&id);
         if let ReqState::Queued { frame } = &inf.state {
@@ -548,7 +568,13 @@ impl Dispatcher {
         let Some(conn) = self.conns.get_mut(key.0) else { return };
         let Some(slot) = conn.slot_mut(id) else { return };
         let mut logged = None;
-        if let Fill::Streaming(_) = slot.fill {
+        if slot.fill == Fill::Upgraded {
+            // An open WebSocket: 1001 when the server stops, 1011 when its worker failed.
+            let code = if status == 503 { CloseCode::GOING_AWAY } else { CloseCode::INTERNAL };
+            crate::websocket::encode_close(&mut slot.buf, code, message);
+            slot.fill = Fill::Done;
+            slot.close_after = true;
+        } else if let Fill::Streaming(_) = slot.fill {
             // Headers are out: the only honest signal left is to cut the connection.
             slot.fill = Fill::Done;
             slot.close_after = true;
@@ -577,7 +603,7 @@ impl Dispatcher {
             if client_gone {
                 debug!("request {id}: client disconnected while in a worker");
             }
-            self.worker_abandoned(w, id);
+            self.worker_abandoned(w, id, super::sockets::close_for(&inf.kind));
         }
     }
 
@@ -611,14 +637,15 @@ impl Dispatcher {
                 break;
             }
             self.pools[p.0].deadlines.pop_front();
-            if matches!(inf.state, ReqState::Streaming(_)) {
+            if matches!(inf.state, ReqState::Streaming(_) | ReqState::Socket(_)) {
                 continue;
             }
             let worker = inf.worker();
+            let close = super::sockets::close_for(&inf.kind);
             info!("request {id}: timed out {}", if worker.is_some() { "in a worker" } else { "in the queue" });
             self.fail_request(id, 504, "gateway timeout");
             if let Some(w) = worker {
-                self.worker_abandoned(w, id);
+                self.worker_abandoned(w, id, close);
             }
         }
         if self.pools[p.0].tick(now) {
@@ -684,10 +711,10 @@ impl Dispatcher {
             x_request_id: String::new(),
             access: AccessInfo::default(),
         };
-        self.new_request(id, None, p, frame, reply, now);
+        self.new_request(id, None, p, frame, ReqKind::Http, reply, now);
     }
 
-    fn log_access(&self, a: &AccessInfo, status: u16, bytes: u64) {
+    pub(super) fn log_access(&self, a: &AccessInfo, status: u16, bytes: u64) {
         crate::logging::access(self.config.server.access_log, a, status, bytes);
     }
 }

@@ -35,3 +35,11 @@ pub fn max_output_rate(p: &PoolConfig) -> u64 {
 pub fn readiness(p: &PoolConfig) -> bool {
     p.readiness
 }
+
+pub fn websocket_idle_timeout(_p: &PoolConfig) -> Duration {
+    Duration::from_secs(60)
+}
+
+pub fn max_message_bytes(_p: &PoolConfig) -> usize {
+    16 << 20
+}

@@ -92,6 +92,8 @@ pub struct WorkerProc {
     ready_at: Option<Instant>,
     served: u64,
     armed: Armed,
+    /// Connections whose WebSocket messages wait for room in this worker's pipe.
+    ws_waiters: Vec<super::ConnKey>,
 }
 
 impl WorkerProc {
@@ -198,6 +200,7 @@ impl Dispatcher {
             ready_at: None,
             served: 0,
             armed: Armed::default(),
+            ws_waiters: Vec::new(),
         };
         let reg = self.poll.registry();
         let ok = w
@@ -214,7 +217,8 @@ impl Dispatcher {
                 .as_mut()
                 .is_some_and(|o| reg.register(&mut o.rx, token(TAG_WORKER_STDERR, key.0), Interest::READABLE).is_ok());
         let config = ConfigMeta {
-            protocol: 1,
+            // 2: the dispatcher relays WebSockets to workers that say so in HELLO.
+            protocol: 2,
             pool: cfg.name.clone(),
             worker_id: slot,
             heartbeat_interval: cfg.heartbeat_interval.as_secs_f64(),
@@ -276,9 +280,14 @@ impl Dispatcher {
             let ReqState::Queued { frame } = std::mem::replace(&mut inf.state, ReqState::InWorker(key)) else {
                 continue;
             };
+            let socket = matches!(inf.kind, super::ReqKind::Socket { .. });
             self.pools[p.0].dequeue(id);
             let w = &mut self.workers[key.0];
-            w.order.give(id.0);
+            if socket {
+                w.order.give_socket(id.0);
+            } else {
+                w.order.give(id.0);
+            }
             if w.tx_buf.is_empty() {
                 w.tx_buf = frame; // the budget already counts it
             } else {
@@ -335,6 +344,11 @@ impl Dispatcher {
             w.tx_blocked_since = Some(Instant::now());
         }
         let p = w.pool;
+        if w.backlog() < MAX_WORKER_BACKLOG && !w.ws_waiters.is_empty() {
+            // Room again: sockets that stopped relaying to this worker go on.
+            let waiters = std::mem::take(&mut w.ws_waiters);
+            self.dirty.conns.extend(waiters);
+        }
         self.hold(written as u64, 0);
         if let Some(e) = failed {
             // EPIPE: the worker closed its request pipe; it is dying or dead.
@@ -420,6 +434,9 @@ impl Dispatcher {
         let p = w.pool;
         match event {
             Event::Hello(hello) => {
+                if hello.websocket {
+                    self.pools[p.0].takes_websockets = true;
+                }
                 w.state = ProcState::Ready;
                 w.ready_at = Some(now);
                 w.last_heartbeat = now;
@@ -470,7 +487,7 @@ impl Dispatcher {
             Event::StreamStart { id, meta } => self.start_stream(ReqId(id), key, meta.status, meta.headers),
             Event::StreamChunk { id } => {
                 if !self.stream_chunk(ReqId(id), &frame.body) {
-                    self.worker_abandoned(key, ReqId(id));
+                    self.worker_abandoned(key, ReqId(id), None);
                 }
             }
             Event::StreamEnd { id } => {
@@ -480,6 +497,13 @@ impl Dispatcher {
                 // must see a cut stream, not a clean end.
                 let aborted = frame.meta_json::<ipc::StreamEndMeta>().is_ok_and(|m| m.abort);
                 self.end_stream(ReqId(id), aborted);
+            }
+            Event::WsAccept { id, meta } => self.accept_socket(ReqId(id), key, meta, now),
+            Event::WsMessage { id, text } => self.socket_send(ReqId(id), text, &frame.body),
+            Event::WsClose { id, meta, accepted } => {
+                w.served += 1;
+                self.dirty.pools.push(p);
+                self.socket_closed_by_worker(ReqId(id), meta, accepted);
             }
             Event::Late { id, kind, finished } => {
                 debug!("request {id}: late {} dropped", kind.name());
@@ -492,13 +516,53 @@ impl Dispatcher {
     }
 
     /// The dispatcher finished a request the worker still holds: tell it, drop late frames.
-    pub(super) fn worker_abandoned(&mut self, key: WorkerKey, id: ReqId) {
+    /// `close`: the request is a WebSocket, told `WS_CLOSE` with this code instead of
+    /// `DISCONNECT`.
+    pub(super) fn worker_abandoned(
+        &mut self,
+        key: WorkerKey,
+        id: ReqId,
+        close: Option<(crate::websocket::CloseCode, &str)>,
+    ) {
         let Some(w) = self.workers.get_mut(key.0) else { return };
         if !w.alive() || !w.order.abandon(id.0) {
             return;
         }
-        ipc::encode_empty(&mut w.tx_buf, FrameType::Disconnect, id.0);
+        let before = w.backlog();
+        match close {
+            None => ipc::encode_empty(&mut w.tx_buf, FrameType::Disconnect, id.0),
+            Some((code, reason)) => {
+                let meta = super::sockets::close_meta(code, reason);
+                // A code and a short reason always fit a frame.
+                let _ = ipc::encode_json(&mut w.tx_buf, FrameType::WsClose, id.0, &meta, &[]);
+            }
+        }
+        let after = w.backlog();
+        self.hold(before as u64, after as u64);
         self.flush_worker(key);
+    }
+
+    /// Bytes waiting toward a worker's request pipe.
+    pub(super) fn worker_backlog(&self, key: WorkerKey) -> usize {
+        self.workers.get(key.0).map_or(0, WorkerProc::backlog)
+    }
+
+    /// A live worker's outgoing buffer, to append a frame to (then `flush_worker`).
+    pub(super) fn worker_tx(&mut self, key: WorkerKey) -> Option<&mut Vec<u8>> {
+        self.workers.get_mut(key.0).filter(|w| w.alive()).map(|w| &mut w.tx_buf)
+    }
+
+    /// Whether a socket's next message may go to `key` now; if not, the connection is
+    /// serviced again once the worker's pipe has room.
+    pub(super) fn worker_has_room(&mut self, key: WorkerKey, conn: super::ConnKey) -> bool {
+        let Some(w) = self.workers.get_mut(key.0) else { return false };
+        if w.backlog() < MAX_WORKER_BACKLOG {
+            return true;
+        }
+        if !w.ws_waiters.contains(&conn) {
+            w.ws_waiters.push(conn);
+        }
+        false
     }
 
     /// FLOW for one of the worker's streams.

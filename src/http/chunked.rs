@@ -143,7 +143,9 @@ impl ChunkedDecoder {
                 }
                 self.end_size_line()?;
             }
-            State::Data => unreachable!("data is copied in bulk by decode"),
+            // `decode` copies data in bulk and never steps a byte in this state; were it
+            // to, refusing the body beats a panic on client input.
+            State::Data => return Err(BAD_FRAMING),
             State::DataCr => {
                 if b != b'\r' {
                     return Err(BAD_FRAMING);

@@ -55,18 +55,18 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     let parts: Vec<&str> = s.split_ascii_whitespace().collect();
     let (year, month, day, time) = match parts.as_slice() {
         // Sun, 06 Nov 1994 08:49:37 GMT
-        [wd, d, mon, y, t, "GMT"] if wd.ends_with(',') => (y.parse().ok()?, *mon, parse_num(d)?, *t),
+        [wd, d, mon, y, t, "GMT"] if wd.ends_with(',') => (parse_num(y)?, *mon, parse_num(d)?, *t),
         // Sunday, 06-Nov-94 08:49:37 GMT
         [wd, dmy, t, "GMT"] if wd.ends_with(',') => {
             let mut it = dmy.split('-');
             let (d, mon, y) = (it.next()?, it.next()?, it.next()?);
-            let y: i64 = y.parse().ok()?;
+            let y = parse_num(y)?;
             // RFC 9110: a two-digit year more than 50 years in the future is the past century.
             let y = if y < 100 { if y < 70 { 2000 + y } else { 1900 + y } } else { y };
             (y, mon, parse_num(d)?, *t)
         }
         // Sun Nov  6 08:49:37 1994
-        [_wd, mon, d, t, y] => (y.parse().ok()?, *mon, parse_num(d)?, *t),
+        [_wd, mon, d, t, y] => (parse_num(y)?, *mon, parse_num(d)?, *t),
         _ => return None,
     };
     let month = MONTHS.iter().position(|m| *m == month)? as u32 + 1;
@@ -75,7 +75,8 @@ pub fn parse_http_date(s: &str) -> Option<i64> {
     if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
-    let days = days_from_civil(year, month, day);
+    // Years are at most 4 digits (parse_num), so this arithmetic cannot overflow.
+    let days = days_from_civil(i64::from(year), month, day);
     Some(days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(se))
 }
 
@@ -116,6 +117,26 @@ mod tests {
     fn clf_format() {
         assert_eq!(format_clf(971_185_336), "10/Oct/2000:13:42:16 +0000");
         assert_eq!(format_clf(0), "01/Jan/1970:00:00:00 +0000");
+    }
+
+    #[test]
+    fn huge_or_signed_years_are_refused_not_overflowed() {
+        // Found by http::proptests::http_dates_never_panic: an i64 year overflowed
+        // days_from_civil (a panic in debug builds, a wrapped date in release).
+        for s in [
+            "Sun, 1 Nov -292277022658 0:0:00 GMT",
+            "Sun, 06 Nov 99999999999999999 08:49:37 GMT",
+            "Sunday, 06-Nov-9223372036854775807 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 -9223372036854775808",
+            "Sun, 06 Nov 19940 08:49:37 GMT",
+            "Sun, 06 Nov +1994 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_http_date(s), None, "{s}");
+        }
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), Some(784_111_777));
+        assert_eq!(parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT"), Some(253_402_300_799));
     }
 
     #[test]

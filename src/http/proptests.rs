@@ -272,3 +272,40 @@ fn decode_pieces(pieces: &[&[u8]]) -> ChunkedOutcome {
     }
     out
 }
+
+/// Date-shaped text: the tokens of the three HTTP date forms with numbers of any size.
+fn date_soup() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        prop::sample::select(vec!["Sun,", "Sunday,", "Mon", "Nov", "Feb", "GMT", "08:49:37", "23:59:60", "-"])
+            .prop_map(str::to_owned),
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<u64>().prop_map(|n| n.to_string()),
+        (0u32..100, 0u32..100, 0u32..100).prop_map(|(a, b, c)| format!("{a}:{b}:{c}")),
+        (any::<u32>(), any::<i64>()).prop_map(|(d, y)| format!("{d}-Nov-{y}")),
+        "[ -~]{0,6}",
+    ];
+    let soup = prop::collection::vec(token, 0..7).prop_map(|v| v.join(" "));
+    // The three forms, each field any number: dates are client input (If-Modified-Since).
+    let num = prop_oneof![0i64..40, any::<i64>()];
+    let forms = (num.clone(), num, 0i64..25, 0i64..61, 0u8..3).prop_map(|(d, y, h, m, form)| match form {
+        0 => format!("Sun, {d} Nov {y} {h}:{m}:00 GMT"),
+        1 => format!("Sunday, {d}-Nov-{y} {h}:{m}:00 GMT"),
+        _ => format!("Sun Nov {d} {h}:{m}:00 {y}"),
+    });
+    prop_oneof![soup, forms]
+}
+
+proptest! {
+    #![proptest_config(proptest_config(1000))]
+
+    #[test]
+    fn http_dates_never_panic(s in date_soup()) {
+        let _ = super::date::parse_http_date(&s);
+    }
+
+    #[test]
+    fn http_dates_round_trip(secs in 0i64..253_402_300_800) {
+        let text = super::date::format_unix_secs(secs);
+        prop_assert_eq!(super::date::parse_http_date(&text), Some(secs), "{}", text);
+    }
+}

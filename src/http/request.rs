@@ -178,6 +178,16 @@ impl RequestReader {
         }
     }
 
+    /// Take the bytes received after the last complete request (a WebSocket client may
+    /// send frames right behind its handshake); the reader is left empty.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.pos);
+        self.buf.clear();
+        self.pos = 0;
+        self.state = State::Head(HeadScan::default());
+        rest
+    }
+
     /// Bytes received but not yet consumed.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos
@@ -326,7 +336,11 @@ impl RequestReader {
         }
         match std::mem::replace(&mut self.state, State::Head(HeadScan::default())) {
             State::Body { request, .. } => Ok(ReadEvent::Request(*request)),
-            _ => unreachable!("state was Body above"),
+            // The state was Body above; keep whatever it is rather than panic.
+            other => {
+                self.state = other;
+                Ok(ReadEvent::NeedMore)
+            }
         }
     }
 }

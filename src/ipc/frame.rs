@@ -32,8 +32,14 @@ pub enum FrameType {
     Stop = 3,
     /// The client of a request went away.
     Disconnect = 4,
-    /// Advisory back-pressure for a stream.
+    /// Advisory back-pressure for a stream or a WebSocket.
     Flow = 5,
+    /// A WebSocket handshake to accept or refuse.
+    WsOpen = 6,
+    /// A complete message from a WebSocket client.
+    WsMessage = 7,
+    /// The WebSocket is closed on the client side.
+    WsClose = 8,
     /// First frame from a worker, once set up.
     Hello = 16,
     /// A complete response.
@@ -52,16 +58,25 @@ pub enum FrameType {
     Credit = 23,
     /// Fire-and-forget request to another pool.
     Forward = 24,
+    /// The worker accepts a WebSocket.
+    WsAccept = 25,
+    /// A complete message for a WebSocket client.
+    WsMessageOut = 26,
+    /// The worker closes (or refuses) a WebSocket.
+    WsCloseOut = 27,
 }
 
 impl FrameType {
     /// Every frame type, in wire-value order.
-    pub const ALL: [FrameType; 14] = [
+    pub const ALL: [FrameType; 20] = [
         FrameType::Config,
         FrameType::Request,
         FrameType::Stop,
         FrameType::Disconnect,
         FrameType::Flow,
+        FrameType::WsOpen,
+        FrameType::WsMessage,
+        FrameType::WsClose,
         FrameType::Hello,
         FrameType::Response,
         FrameType::StreamStart,
@@ -71,6 +86,9 @@ impl FrameType {
         FrameType::Log,
         FrameType::Credit,
         FrameType::Forward,
+        FrameType::WsAccept,
+        FrameType::WsMessageOut,
+        FrameType::WsCloseOut,
     ];
 
     /// The frame type with wire value `v`, if there is one.
@@ -81,6 +99,9 @@ impl FrameType {
             3 => FrameType::Stop,
             4 => FrameType::Disconnect,
             5 => FrameType::Flow,
+            6 => FrameType::WsOpen,
+            7 => FrameType::WsMessage,
+            8 => FrameType::WsClose,
             16 => FrameType::Hello,
             17 => FrameType::Response,
             18 => FrameType::StreamStart,
@@ -90,6 +111,9 @@ impl FrameType {
             22 => FrameType::Log,
             23 => FrameType::Credit,
             24 => FrameType::Forward,
+            25 => FrameType::WsAccept,
+            26 => FrameType::WsMessageOut,
+            27 => FrameType::WsCloseOut,
             _ => return None,
         })
     }
@@ -102,6 +126,9 @@ impl FrameType {
             FrameType::Stop => "STOP",
             FrameType::Disconnect => "DISCONNECT",
             FrameType::Flow => "FLOW",
+            FrameType::WsOpen => "WS_OPEN",
+            FrameType::WsMessage => "WS_MESSAGE",
+            FrameType::WsClose => "WS_CLOSE",
             FrameType::Hello => "HELLO",
             FrameType::Response => "RESPONSE",
             FrameType::StreamStart => "STREAM_START",
@@ -111,6 +138,9 @@ impl FrameType {
             FrameType::Log => "LOG",
             FrameType::Credit => "CREDIT",
             FrameType::Forward => "FORWARD",
+            FrameType::WsAccept => "WS_ACCEPT",
+            FrameType::WsMessageOut => "WS_MESSAGE_OUT",
+            FrameType::WsCloseOut => "WS_CLOSE_OUT",
         }
     }
 }

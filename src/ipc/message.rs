@@ -83,6 +83,9 @@ pub struct HelloMeta {
     /// Requests the worker takes at once.
     #[serde(default = "default_credits")]
     pub credits: u32,
+    /// The worker takes WebSockets (`WS_OPEN`); only protocol 2 workers say so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub websocket: bool,
 }
 
 fn default_credits() -> u32 {
@@ -283,4 +286,42 @@ mod tests {
 pub struct StreamEndMeta {
     #[serde(default)]
     pub abort: bool,
+}
+
+/// `WS_OPEN` meta: the handshake request, as `REQUEST` meta, plus the subprotocols the
+/// client offered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WsOpenMeta {
+    #[serde(flatten)]
+    pub request: RequestMeta,
+    #[serde(default)]
+    pub subprotocols: Vec<String>,
+}
+
+/// `WS_MESSAGE` / `WS_MESSAGE_OUT` meta.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WsMessageMeta {
+    pub text: bool,
+}
+
+/// `WS_CLOSE` / `WS_CLOSE_OUT` meta.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WsCloseMeta {
+    #[serde(default = "default_close_code")]
+    pub code: u16,
+    #[serde(default)]
+    pub reason: String,
+}
+
+fn default_close_code() -> u16 {
+    1000
+}
+
+/// `WS_ACCEPT` meta.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WsAcceptMeta {
+    #[serde(default)]
+    pub subprotocol: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
 }

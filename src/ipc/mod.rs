@@ -15,7 +15,7 @@ pub use frame::{
 };
 pub use message::{
     ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LEGACY_MAX_FRAME_BYTES, LogMeta,
-    RequestMeta, ResponseMeta, StreamEndMeta,
+    RequestMeta, ResponseMeta, StreamEndMeta, WsAcceptMeta, WsCloseMeta, WsMessageMeta, WsOpenMeta,
 };
 pub use order::{Event, FrameOrder, Violation};
 

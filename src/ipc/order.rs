@@ -12,7 +12,9 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use super::frame::{Frame, FrameError, FrameType};
-use super::message::{CreditMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LogMeta, ResponseMeta};
+use super::message::{
+    CreditMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LogMeta, ResponseMeta, WsAcceptMeta, WsCloseMeta, WsMessageMeta,
+};
 
 /// Abandoned requests the worker no longer holds, remembered (oldest forgotten first) so
 /// their late frames are dropped rather than taken for frames about unknown ids.
@@ -63,7 +65,31 @@ pub enum Event {
         /// The request.
         id: u64,
     },
-    /// RESPONSE / STREAM_* for a request the dispatcher already finished itself (timed
+    /// The worker accepts a WebSocket it was given with `WS_OPEN`.
+    WsAccept {
+        /// The socket.
+        id: u64,
+        /// Subprotocol and extra handshake headers.
+        meta: WsAcceptMeta,
+    },
+    /// A message for an accepted socket's client; the data is the frame body (UTF-8 when
+    /// `text`).
+    WsMessage {
+        /// The socket.
+        id: u64,
+        /// Text or binary.
+        text: bool,
+    },
+    /// The worker closes a socket (`accepted`), or refuses one it was offered.
+    WsClose {
+        /// The socket.
+        id: u64,
+        /// Close code and reason.
+        meta: WsCloseMeta,
+        /// Whether the socket had been accepted.
+        accepted: bool,
+    },
+    /// RESPONSE / STREAM_* / WS_* for a request the dispatcher already finished itself (timed
     /// out, client gone): drop it. `finished`: the worker is done with it (RESPONSE or
     /// STREAM_END), so its credit is free again.
     Late {
@@ -109,6 +135,19 @@ pub enum Violation {
         /// The request id.
         id: u64,
     },
+    /// A frame for the wrong kind of request: STREAM_* for a WebSocket, WS_* for a plain
+    /// request, WS_ACCEPT twice, WS_MESSAGE_OUT before WS_ACCEPT, RESPONSE after it.
+    WrongKind {
+        /// The frame type.
+        kind: FrameType,
+        /// The request id.
+        id: u64,
+    },
+    /// A text WS_MESSAGE_OUT that is not UTF-8.
+    BadText {
+        /// The socket.
+        id: u64,
+    },
     /// A final status outside 200..=599.
     BadStatus {
         /// RESPONSE or STREAM_START.
@@ -132,6 +171,8 @@ impl fmt::Display for Violation {
             }
             Violation::BeforeStreamStart { kind, id } => write!(f, "{kind} for request {id} before STREAM_START"),
             Violation::AfterStreamStart { kind, id } => write!(f, "{kind} for request {id} after STREAM_START"),
+            Violation::WrongKind { kind, id } => write!(f, "{kind} does not fit the state of request {id}"),
+            Violation::BadText { id } => write!(f, "text WS_MESSAGE_OUT for socket {id} is not UTF-8"),
             Violation::BadStatus { kind, id, status } => {
                 write!(f, "{kind} for request {id} with status {status}, not in 200..=599")
             }
@@ -147,11 +188,24 @@ impl From<FrameError> for Violation {
     }
 }
 
+/// Where an open request is, as the worker's frames moved it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A REQUEST, not answered yet.
+    Request,
+    /// STREAM_START sent.
+    Streaming,
+    /// A WS_OPEN, not accepted yet.
+    SocketOffered,
+    /// WS_ACCEPT sent: messages flow.
+    Socket,
+}
+
 /// What the dispatcher knows about one request it gave the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Held {
     /// Given, not finished.
-    Open { streaming: bool },
+    Open(Phase),
     /// Finished by the dispatcher (timeout, client gone) while the worker still has it:
     /// it keeps its credit until the worker answers or a heartbeat no longer lists it.
     Abandoned,
@@ -195,22 +249,28 @@ impl FrameOrder {
     /// giving a held id again is the caller's bug; it is ignored.
     pub fn give(&mut self, id: u64) {
         self.forgotten.retain(|&x| x != id);
-        self.held.entry(id).or_insert(Held::Open { streaming: false });
+        self.held.entry(id).or_insert(Held::Open(Phase::Request));
+    }
+
+    /// A WS_OPEN for `id` was handed to the worker.
+    pub fn give_socket(&mut self, id: u64) {
+        self.forgotten.retain(|&x| x != id);
+        self.held.entry(id).or_insert(Held::Open(Phase::SocketOffered));
     }
 
     /// Whether the worker holds `id` and the dispatcher has not finished it.
     pub fn holds(&self, id: u64) -> bool {
-        matches!(self.held.get(&id), Some(Held::Open { .. }))
+        matches!(self.held.get(&id), Some(Held::Open(_)))
     }
 
-    /// Whether `id` is held and streaming (FLOW applies to it).
+    /// Whether `id` is held and streaming, or an accepted socket (FLOW applies to it).
     pub fn is_streaming(&self, id: u64) -> bool {
-        matches!(self.held.get(&id), Some(Held::Open { streaming: true }))
+        matches!(self.held.get(&id), Some(Held::Open(Phase::Streaming | Phase::Socket)))
     }
 
     /// Open requests (held, not finished by the dispatcher), in no particular order.
     pub fn open(&self) -> impl Iterator<Item = u64> + '_ {
-        self.held.iter().filter(|(_, h)| matches!(h, Held::Open { .. })).map(|(&id, _)| id)
+        self.held.iter().filter(|(_, h)| matches!(h, Held::Open(_))).map(|(&id, _)| id)
     }
 
     /// Requests the worker holds, abandoned ones included.
@@ -223,7 +283,7 @@ impl FrameOrder {
     /// for it are [`Event::Late`].
     pub fn abandon(&mut self, id: u64) -> bool {
         match self.held.get_mut(&id) {
-            Some(h @ Held::Open { .. }) => {
+            Some(h @ Held::Open(_)) => {
                 *h = Held::Abandoned;
                 true
             }
@@ -287,20 +347,29 @@ impl FrameOrder {
                 Ok(Event::Credit(meta.credits))
             }
             FrameType::Forward => Ok(Event::Forward(frame.meta_json()?)),
-            FrameType::Response | FrameType::StreamStart | FrameType::StreamChunk | FrameType::StreamEnd => {
-                self.check_answer(frame)
-            }
-            FrameType::Config | FrameType::Request | FrameType::Stop | FrameType::Disconnect | FrameType::Flow => {
-                Err(Violation::WrongDirection(kind))
-            }
+            FrameType::Response
+            | FrameType::StreamStart
+            | FrameType::StreamChunk
+            | FrameType::StreamEnd
+            | FrameType::WsAccept
+            | FrameType::WsMessageOut
+            | FrameType::WsCloseOut => self.check_answer(frame),
+            FrameType::Config
+            | FrameType::Request
+            | FrameType::Stop
+            | FrameType::Disconnect
+            | FrameType::Flow
+            | FrameType::WsOpen
+            | FrameType::WsMessage
+            | FrameType::WsClose => Err(Violation::WrongDirection(kind)),
         }
     }
 
     fn check_answer(&mut self, frame: &Frame) -> Result<Event, Violation> {
         let (kind, id) = (frame.kind, frame.request_id);
-        let finishes = matches!(kind, FrameType::Response | FrameType::StreamEnd);
-        let streaming = match self.held.get(&id) {
-            Some(Held::Open { streaming }) => *streaming,
+        let finishes = matches!(kind, FrameType::Response | FrameType::StreamEnd | FrameType::WsCloseOut);
+        let phase = match self.held.get(&id) {
+            Some(Held::Open(phase)) => *phase,
             Some(Held::Abandoned) => {
                 // Finished here already: dropped unchecked (docs/protocol.md).
                 if finishes {
@@ -314,29 +383,51 @@ impl FrameOrder {
         };
         // Checked before the state changes: on a violation the request is still held, so
         // the caller fails it as the dead worker's (500), not as a timeout later.
-        let event = match kind {
-            FrameType::Response | FrameType::StreamStart if streaming => {
+        let (event, next) = match (kind, phase) {
+            (FrameType::Response | FrameType::StreamStart, Phase::Streaming) => {
                 return Err(Violation::AfterStreamStart { kind, id });
             }
-            FrameType::StreamChunk | FrameType::StreamEnd if !streaming => {
+            (FrameType::StreamChunk | FrameType::StreamEnd, Phase::Request) => {
                 return Err(Violation::BeforeStreamStart { kind, id });
             }
-            FrameType::Response | FrameType::StreamStart => {
+            (FrameType::Response, Phase::Request | Phase::SocketOffered) | (FrameType::StreamStart, Phase::Request) => {
                 let meta: ResponseMeta = frame.meta_json()?;
                 // 1xx are interim (a final 1xx would desynchronise the client), and
                 // RFC 9110 §15 makes 600 and above invalid on the wire.
                 if !(200..=599).contains(&meta.status) {
                     return Err(Violation::BadStatus { kind, id, status: meta.status });
                 }
-                if kind == FrameType::Response { Event::Response { id, meta } } else { Event::StreamStart { id, meta } }
+                if kind == FrameType::Response {
+                    (Event::Response { id, meta }, None)
+                } else {
+                    (Event::StreamStart { id, meta }, Some(Phase::Streaming))
+                }
             }
-            FrameType::StreamChunk => Event::StreamChunk { id },
-            _ => Event::StreamEnd { id },
+            (FrameType::StreamChunk, Phase::Streaming) => (Event::StreamChunk { id }, Some(Phase::Streaming)),
+            (FrameType::StreamEnd, Phase::Streaming) => (Event::StreamEnd { id }, None),
+            (FrameType::WsAccept, Phase::SocketOffered) => {
+                (Event::WsAccept { id, meta: frame.meta_json()? }, Some(Phase::Socket))
+            }
+            (FrameType::WsMessageOut, Phase::Socket) => {
+                let meta: WsMessageMeta = frame.meta_json()?;
+                if meta.text && std::str::from_utf8(&frame.body).is_err() {
+                    return Err(Violation::BadText { id });
+                }
+                (Event::WsMessage { id, text: meta.text }, Some(Phase::Socket))
+            }
+            (FrameType::WsCloseOut, Phase::SocketOffered | Phase::Socket) => {
+                let meta: WsCloseMeta = frame.meta_json()?;
+                (Event::WsClose { id, meta, accepted: phase == Phase::Socket }, None)
+            }
+            _ => return Err(Violation::WrongKind { kind, id }),
         };
-        if finishes {
-            self.held.remove(&id);
-        } else if kind == FrameType::StreamStart {
-            self.held.insert(id, Held::Open { streaming: true });
+        match next {
+            None => {
+                self.held.remove(&id);
+            }
+            Some(p) => {
+                self.held.insert(id, Held::Open(p));
+            }
         }
         Ok(event)
     }

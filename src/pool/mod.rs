@@ -102,6 +102,9 @@ pub struct Pool {
     /// The output of the last worker that died before it was ready, and how many times
     /// in a row it was the same (crash-loop logs say it once).
     pub last_failure: Option<(Vec<String>, u32)>,
+    /// A worker of this pool said it takes WebSockets (HELLO `websocket`): upgrade
+    /// requests are relayed, not passed on as plain requests.
+    pub takes_websockets: bool,
     /// The pool's timer entry (request deadlines, respawns, recovery).
     pub armed: Armed,
     /// Removed from the config by a reload: not routed to, never respawned. Kept in the
@@ -122,6 +125,7 @@ impl Pool {
             restarts_total: 0,
             next_pick: 0,
             last_failure: None,
+            takes_websockets: false,
             armed: Armed::default(),
             retired: false,
         }

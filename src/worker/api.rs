@@ -13,9 +13,29 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::ipc::{
-    ConfigMeta, CreditMeta, ForwardMeta, FrameType, HeartbeatMeta, LogMeta, RequestMeta, ResponseMeta, encode_frame,
-    encode_json,
+    ConfigMeta, CreditMeta, ForwardMeta, FrameType, HeartbeatMeta, LogMeta, RequestMeta, ResponseMeta, WsAcceptMeta,
+    WsCloseMeta, WsMessageMeta, encode_frame, encode_json,
 };
+
+/// A WebSocket handshake relayed by the dispatcher (`WS_OPEN`).
+#[derive(Debug, Clone)]
+pub struct WsOpen {
+    /// The socket's id: messages and closes name it.
+    pub id: u64,
+    /// The handshake request.
+    pub meta: RequestMeta,
+    /// Subprotocols the client offered, in its order.
+    pub subprotocols: Vec<String>,
+}
+
+/// What [`NativeWorker::on_ws_open`] decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsAnswer {
+    /// Accept, optionally choosing one of the offered subprotocols.
+    Accept { subprotocol: Option<String> },
+    /// Refuse: the client gets 403.
+    Refuse,
+}
 
 /// One request handed to a worker.
 #[derive(Debug, Clone)]
@@ -68,6 +88,20 @@ pub trait NativeWorker {
     fn on_tick(&mut self, _ctx: &mut WorkerContext) {}
     /// Called once before a clean exit (STOP or end of the request pipe).
     fn teardown(&mut self, _ctx: &mut WorkerContext) {}
+    /// Whether this worker takes WebSockets (said in HELLO; the dispatcher then relays
+    /// upgrade requests to it instead of passing them on as plain requests).
+    fn websocket(&self) -> bool {
+        false
+    }
+    /// A WebSocket handshake for this worker. Each open socket holds one credit.
+    fn on_ws_open(&mut self, _open: WsOpen, _ctx: &mut WorkerContext) -> WsAnswer {
+        WsAnswer::Refuse
+    }
+    /// A complete message from the client of socket `id` (`text` ones are UTF-8).
+    fn on_ws_message(&mut self, _id: u64, _text: bool, _data: Vec<u8>, _ctx: &mut WorkerContext) {}
+    /// Socket `id` is closed on the client side (`code` as in RFC 6455; 1006 when the
+    /// client vanished, 1001 when the server stops). Nothing more can be sent on it.
+    fn on_ws_close(&mut self, _id: u64, _code: u16, _ctx: &mut WorkerContext) {}
 }
 
 /// Log levels of LOG frames (Python's numbers).
@@ -116,8 +150,10 @@ pub struct WorkerContext {
     in_hand: BTreeSet<u64>,
     /// Requests started as streams (so STREAM_* for them is legal).
     streaming: BTreeSet<u64>,
-    /// Streams the dispatcher asked to pause (FLOW).
+    /// Streams and sockets the dispatcher asked to pause (FLOW).
     paused: BTreeSet<u64>,
+    /// Accepted WebSockets.
+    sockets: BTreeSet<u64>,
     credits: u32,
     pub(crate) hello_sent: bool,
     heartbeats_sent: u64,
@@ -157,6 +193,7 @@ impl WorkerContext {
             in_hand: BTreeSet::new(),
             streaming: BTreeSet::new(),
             paused: BTreeSet::new(),
+            sockets: BTreeSet::new(),
             credits: 1,
             hello_sent: false,
             heartbeats_sent: 0,
@@ -215,6 +252,7 @@ impl WorkerContext {
     pub(crate) fn forget(&mut self, id: u64) {
         self.in_hand.remove(&id);
         self.streaming.remove(&id);
+        self.sockets.remove(&id);
         self.paused.remove(&id);
     }
     pub(crate) fn set_paused(&mut self, id: u64, paused: bool) {
@@ -297,6 +335,39 @@ impl WorkerContext {
         }
         self.forget(id);
         self.send_empty(FrameType::StreamEnd, id, b"")
+    }
+
+    /// Accept WebSocket `id` (called by the runtime with the worker's answer).
+    pub(crate) fn ws_accept(&mut self, id: u64, subprotocol: Option<String>) -> bool {
+        if !self.in_hand.contains(&id) || self.sockets.contains(&id) {
+            return false;
+        }
+        self.sockets.insert(id);
+        self.send_frame(FrameType::WsAccept, id, &WsAcceptMeta { subprotocol, headers: Vec::new() }, b"")
+    }
+
+    /// Whether `id` is an open WebSocket of this worker.
+    pub fn is_socket(&self, id: u64) -> bool {
+        self.sockets.contains(&id)
+    }
+
+    /// Send a message on WebSocket `id` (`text` must be UTF-8). False when the socket is
+    /// not open (closed by the client, or never accepted) or the pipe broke.
+    pub fn ws_send(&mut self, id: u64, text: bool, data: &[u8]) -> bool {
+        if !self.sockets.contains(&id) || (text && std::str::from_utf8(data).is_err()) {
+            return false;
+        }
+        self.send_frame(FrameType::WsMessageOut, id, &WsMessageMeta { text }, data)
+    }
+
+    /// Close WebSocket `id` with a code and reason, or refuse one not yet accepted. The
+    /// socket's credit is free again.
+    pub fn ws_close(&mut self, id: u64, code: u16, reason: &str) -> bool {
+        if !self.in_hand.contains(&id) {
+            return false;
+        }
+        self.forget(id);
+        self.send_frame(FrameType::WsCloseOut, id, &WsCloseMeta { code, reason: reason.to_string() }, b"")
     }
 
     /// Send a heartbeat now (the loop sends them by itself every `heartbeat_interval`).

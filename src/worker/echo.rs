@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::api::{NativeWorker, Reply, WorkerContext, WorkerRequest};
+use super::api::{NativeWorker, Reply, WorkerContext, WorkerRequest, WsAnswer, WsOpen};
 
 /// Echoes the request back as JSON.
 #[derive(Debug, Default)]
@@ -53,6 +53,28 @@ impl NativeWorker for Echo {
             status: 200,
             headers: vec![("content-type".to_string(), "application/json".to_string())],
             body: describe(&req, ctx),
+        }
+    }
+
+    /// WebSockets: accepted with the client's first subprotocol (a query `refuse` is
+    /// refused), every message echoed back as it came; the text message `close` closes
+    /// the socket with 4000.
+    fn websocket(&self) -> bool {
+        true
+    }
+
+    fn on_ws_open(&mut self, open: WsOpen, _ctx: &mut WorkerContext) -> WsAnswer {
+        if open.meta.query.as_deref() == Some("refuse") {
+            return WsAnswer::Refuse;
+        }
+        WsAnswer::Accept { subprotocol: open.subprotocols.first().cloned() }
+    }
+
+    fn on_ws_message(&mut self, id: u64, text: bool, data: Vec<u8>, ctx: &mut WorkerContext) {
+        if text && data == b"close" {
+            ctx.ws_close(id, 4000, "closed on request");
+        } else {
+            ctx.ws_send(id, text, &data);
         }
     }
 }

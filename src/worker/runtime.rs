@@ -8,8 +8,10 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use super::api::{NativeWorker, Reply, WorkerContext, WorkerError, WorkerRequest, level, wait_fd};
-use crate::ipc::{ConfigMeta, FlowMeta, Frame, FrameDecoder, FrameType, HelloMeta, RequestMeta};
+use super::api::{NativeWorker, Reply, WorkerContext, WorkerError, WorkerRequest, WsAnswer, WsOpen, level, wait_fd};
+use crate::ipc::{
+    ConfigMeta, FlowMeta, Frame, FrameDecoder, FrameType, HelloMeta, RequestMeta, WsCloseMeta, WsMessageMeta, WsOpenMeta,
+};
 
 /// The request pipe's fd in a worker process.
 pub const REQUEST_FD: RawFd = 3;
@@ -84,7 +86,9 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
         ctx.log(level::CRITICAL, &msg);
         return EXIT_SETUP_FAILED;
     }
-    let hello = HelloMeta { pid: std::process::id(), credits: ctx.credits() };
+    // WebSockets only from a dispatcher that speaks protocol 2.
+    let websocket = worker.websocket() && ctx.config().protocol >= 2;
+    let hello = HelloMeta { pid: std::process::id(), credits: ctx.credits(), websocket };
     ctx.send_frame(FrameType::Hello, 0, &hello, b"");
     ctx.hello_sent = true;
     ctx.last_heartbeat = Instant::now();
@@ -146,6 +150,41 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
                         ctx.send_response(id, status, headers, &body);
                     }
                 }
+                FrameType::WsOpen => {
+                    let meta = match frame.meta_json::<WsOpenMeta>() {
+                        Ok(m) => m,
+                        Err(e) => return fatal(&format!("bad WS_OPEN meta: {e}")),
+                    };
+                    let id = frame.request_id;
+                    ctx.accept_request(id);
+                    let open = WsOpen { id, meta: meta.request, subprotocols: meta.subprotocols };
+                    match worker.on_ws_open(open, &mut ctx) {
+                        WsAnswer::Accept { subprotocol } => {
+                            ctx.ws_accept(id, subprotocol);
+                        }
+                        WsAnswer::Refuse => {
+                            ctx.ws_close(id, 1000, "refused");
+                        }
+                    }
+                }
+                FrameType::WsMessage => match frame.meta_json::<WsMessageMeta>() {
+                    Ok(m) if ctx.is_socket(frame.request_id) => {
+                        worker.on_ws_message(frame.request_id, m.text, frame.body, &mut ctx)
+                    }
+                    Ok(_) => {} // closed here already
+                    Err(e) => return fatal(&format!("bad WS_MESSAGE meta: {e}")),
+                },
+                FrameType::WsClose => match frame.meta_json::<WsCloseMeta>() {
+                    Ok(m) => {
+                        let id = frame.request_id;
+                        if ctx.is_in_hand(id) {
+                            // Acknowledge: the socket's credit is free again.
+                            ctx.ws_close(id, m.code, "");
+                            worker.on_ws_close(id, m.code, &mut ctx);
+                        }
+                    }
+                    Err(e) => return fatal(&format!("bad WS_CLOSE meta: {e}")),
+                },
                 FrameType::Stop => stopping = true,
                 FrameType::Disconnect => {
                     ctx.forget(frame.request_id);
