@@ -91,6 +91,18 @@ def api(pattern, *methods):
     return decorate
 
 
+def websocket(pattern):
+    """WebSocket route decorator: `@websocket('/ws/chat/{room}')` on a Worker (or
+    ApiHandler) method `handler(self, ws)`, called with a `WebSocket` when a client
+    opens one on a matching path (docs/python.md, WebSockets)."""
+
+    def decorate(func):
+        func._ws_pattern = pattern
+        return func
+
+    return decorate
+
+
 def _parse_param(segment):
     """`{name}` / `{name:type}` -> (name, converter builtin); else None."""
     if not (segment.startswith("{") and segment.endswith("}")) or len(segment) < 2:
@@ -148,9 +160,9 @@ def _match_compiled(segs, path_segs):
     return params
 
 
-def _decorated(cls):
+def _decorated(cls, marker="_api_pattern"):
     for name, attr in vars(cls).items():
-        if callable(attr) and hasattr(attr, "_api_pattern"):
+        if callable(attr) and hasattr(attr, marker):
             yield name, attr
 
 
@@ -343,6 +355,110 @@ def format_event(data=None, event=None, event_id=None, retry=None):
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
+# ---------------------------------------------------------------- WebSocket
+
+
+class WebSocket:
+    """One WebSocket of a sync Worker (`@websocket` routes). Everything runs on the
+    worker's single loop: callbacks are called from it as frames arrive, and `send()` /
+    `close()` write frames (queued in the worker while the dispatcher's FLOW pauses the
+    socket). Attributes may be added freely (per-socket state).
+
+    `state`: "connecting" (handler running, or deferred), "open" (accepted), "closed".
+    `on_message(ws, data)`: each message, `str` for text, `bytes` for binary.
+    `on_close(ws, code, reason)`: once, when either side closed it."""
+
+    def __init__(self, worker, socket_id, request, subprotocols=()):
+        self.id = socket_id
+        self.request = request
+        self.subprotocols = list(subprotocols)
+        self.subprotocol = None
+        self.state = "connecting"
+        self.on_message = None
+        self.on_close = None
+        self.close_code = None
+        self.close_reason = None
+        self._worker = worker
+        self._paused = False
+        self._queue = []          # frames (type, meta, body) held while paused
+        self._close_pending = None
+        self._held = False        # counts toward the worker's credits
+
+    def __repr__(self):
+        return "WebSocket(%r, %r, %s)" % (self.id, self.request.path, self.state)
+
+    @property
+    def closed(self):
+        return self.state == "closed"
+
+    @property
+    def paused(self):
+        """True while the dispatcher holds this socket's output (FLOW): `send()` still
+        works but queues in the worker's memory."""
+        return self._paused
+
+    def accept(self, subprotocol=None, headers=None):
+        """Accept the handshake (101). `subprotocol` must be one in `subprotocols`."""
+        if self.state != "connecting":
+            raise RuntimeError("accept() on a %s websocket" % self.state)
+        if subprotocol is not None and subprotocol not in self.subprotocols:
+            raise ValueError("subprotocol %r was not offered by the client" % (subprotocol,))
+        pairs = [(k, v) for k, v in httpdata.encode_head(headers)]
+        self.subprotocol = subprotocol
+        self.state = "open"
+        self._worker._send(P.WS_ACCEPT, self.id, P.ws_accept_meta(subprotocol, pairs))
+
+    def reject(self, data=None, status=403, headers=None, cookies=None):
+        """Refuse the handshake with an HTTP response (before accept only)."""
+        if self.state != "connecting":
+            raise RuntimeError("reject() on a %s websocket" % self.state)
+        self._worker._send_response(self.id, Response(self.id, data, status, headers, cookies),
+                                    self.request)
+        self._worker._ws_finished(self, 1000, "", notify=False)
+
+    def send(self, data):
+        """A str is sent as a text message, bytes as binary, anything else as JSON text.
+        Returns False when the socket is already closed (a race with the client leaving
+        is normal: broadcasting to a closing socket is not an error)."""
+        if self.state == "connecting":
+            raise RuntimeError("send() before accept()")
+        if self.state == "closed" or self._close_pending is not None:
+            return False
+        if isinstance(data, str):
+            meta, body = P.ws_message_meta(True), data.encode("utf-8")
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            meta, body = P.ws_message_meta(False), bytes(data)
+        else:
+            meta, body = P.ws_message_meta(True), json.dumps(data).encode("utf-8")
+        if self._paused:
+            self._queue.append((meta, body))
+        else:
+            self._worker._send(P.WS_MESSAGE_OUT, self.id, meta, body)
+        return True
+
+    def close(self, code=1000, reason=""):
+        """Close it (before accept: a refusal, answered 403). Idempotent."""
+        if self.state == "closed" or self._close_pending is not None:
+            return
+        if self._paused and self._queue:
+            self._close_pending = (code, reason)  # after the queued messages
+            return
+        self._worker._send(P.WS_CLOSE_OUT, self.id, P.ws_close_meta(code, reason))
+        self._worker._ws_finished(self, code, reason)
+
+    def _flow(self, paused):
+        self._paused = paused
+        if paused or self.state == "closed":
+            return
+        queue, self._queue = self._queue, []
+        for meta, body in queue:
+            self._worker._send(P.WS_MESSAGE_OUT, self.id, meta, body)
+        if self._close_pending is not None:
+            code, reason = self._close_pending
+            self._close_pending = None
+            self.close(code, reason)
+
+
 # ---------------------------------------------------------------- ApiHandler / Worker
 
 
@@ -383,6 +499,8 @@ class Worker:
                           level_from(log_level))
         self._routes = []
         self._routes_by_len = {}
+        self._ws_routes = []
+        self._sockets = {}  # socket id -> WebSocket not yet closed
         self._handlers = []
         self._accepting = True
         self._readers = {}
@@ -437,9 +555,12 @@ class Worker:
 
     def _build_routes(self):
         routes = []
+        ws_routes = []
         for cls in type(self).__mro__:
             for name, attr in _decorated(cls):
                 routes.append((attr._api_pattern, attr._api_methods, getattr(self, name)))
+            for name, attr in _decorated(cls, "_ws_pattern"):
+                ws_routes.append((attr._ws_pattern, getattr(self, name)))
         self._handlers = []
         for handler_cls in self.HANDLERS:
             handler = handler_cls(self)
@@ -451,7 +572,11 @@ class Worker:
                 for name, attr in _decorated(cls):
                     routes.append((prefix + attr._api_pattern, attr._api_methods,
                                    getattr(handler, name)))
+                for name, attr in _decorated(cls, "_ws_pattern"):
+                    ws_routes.append((prefix + attr._ws_pattern, getattr(handler, name)))
         self._routes = routes
+        self._ws_routes = [(_compile_pattern(pattern), handler)
+                           for pattern, handler in ws_routes]
         # Patterns compiled once (unknown converters fail here, at build time: QUIRK 2
         # fixed), grouped by segment count: a route can only match a path with as many
         # segments, and each group keeps declaration order, so first match still wins.
@@ -481,6 +606,22 @@ class Worker:
             request.path_params = params
             return handler
         return None
+
+    def _match_ws_route(self, request):
+        path_segs = tuple(seg for seg in request.path.split("/") if seg)
+        for segs, handler in self._ws_routes:
+            if len(segs) != len(path_segs):
+                continue
+            params = _match_compiled(segs, path_segs)
+            if params is not None:
+                request.path_params = params
+                return handler
+        return None
+
+    @property
+    def websockets(self):
+        """The accepted, still open WebSockets of this worker (e.g. to broadcast)."""
+        return [ws for ws in self._sockets.values() if ws.state == "open"]
 
     def _allowed_methods(self, path):
         """Union of the methods of every route matching `path` (QUIRK 1 fixed)."""
@@ -636,7 +777,7 @@ class Worker:
 
     def _in_hand(self):
         pending = [f.request_id for f in getattr(self, "_pending", ())]
-        return sorted(set(self._slots).union(pending))
+        return sorted(set(self._slots).union(pending, self._sockets))
 
     def _send_heartbeat(self, extend=()):
         self._send(P.HEARTBEAT, 0, {"in_hand": self._in_hand(), "extend": list(extend)})
@@ -645,6 +786,8 @@ class Worker:
         if self._transport is None:
             return
         open_count = sum(1 for s in self._slots.values() if s.state == "open")
+        # An open socket holds one of the dispatcher's credits until WS_CLOSE_OUT.
+        open_count += sum(1 for ws in self._sockets.values() if ws._held)
         credits = (1 + open_count) if self._accepting else 0
         if credits != self._credits_sent:
             self._credits_sent = credits
@@ -717,6 +860,10 @@ class Worker:
         self._finish(slot, request._wire_id)
 
     def _flow(self, wire_id, paused):
+        ws = self._sockets.get(wire_id)
+        if ws is not None:
+            ws._flow(paused)
+            return
         slot = self._slots.get(wire_id)
         if slot is None:
             return
@@ -730,6 +877,12 @@ class Worker:
                 self._finish(slot, wire_id)
 
     def _disconnect(self, wire_id):
+        ws = self._sockets.get(wire_id)
+        if ws is not None:
+            # The dispatcher gave up on the socket (e.g. its timeout before accept): no
+            # frame goes out for it; the next heartbeat no longer lists it.
+            self._ws_finished(ws, 1006, "")
+            return
         slot = self._slots.get(wire_id)
         if slot is None:
             return
@@ -738,6 +891,114 @@ class Worker:
         if was_stream:
             self.on_disconnect(slot.request.request_id if slot.request.request_id != -1
                                else wire_id)
+
+    # -- producers the loop drives between frames (WSGI streams, wsgi.py)
+
+    def _pumpable(self):
+        """True when `_pump()` has work that needs no waiting."""
+        return False
+
+    def _pump(self):
+        return False
+
+    def _streaming(self):
+        """Streams still being produced (the STOP drain waits for them)."""
+        return False
+
+    # -- WebSockets (frames from the loop in runner.py)
+
+    def _ws_finished(self, ws, code, reason, notify=True):
+        """The socket is finished (WS_CLOSE_OUT or a refusal sent, or dropped by the
+        dispatcher): free its credit, then tell `on_close` once."""
+        if ws.state == "closed":
+            return
+        ws.state = "closed"
+        ws.close_code, ws.close_reason = code, reason
+        ws._queue = []
+        self._sockets.pop(ws.id, None)
+        if ws._held:
+            ws._held = False
+            self._update_credits()
+        if notify and ws.on_close is not None:
+            self._ws_callback(ws, ws.on_close, code, reason)
+
+    def _ws_callback(self, ws, cb, *args):
+        """Run a user callback for `ws`; an exception closes the socket with 1011."""
+        prev, self._current = self._current, ws.request
+        try:
+            cb(ws, *args)
+        except Exception as err:
+            self.log.error("websocket %s: %s\n%s", ws.request.path, err, traceback.format_exc())
+            if ws.state != "closed":
+                ws.close(1011, "internal error")
+        finally:
+            self._current = prev
+
+    def _ws_message(self, frame):
+        ws = self._sockets.get(frame.request_id)
+        if ws is None or ws.state != "open":
+            return
+        data = P.ws_payload(frame)
+        if ws.on_message is None:
+            self.log.warning("websocket %s: message dropped, no on_message", ws.request.path)
+            return
+        self._ws_callback(ws, ws.on_message, data)
+
+    def _ws_closed(self, frame):
+        """WS_CLOSE: the client side is closed. WS_CLOSE_OUT frees the credit."""
+        ws = self._sockets.get(frame.request_id)
+        if ws is None:
+            return
+        try:
+            code = int(frame.meta.get("code", 1005))
+        except (TypeError, ValueError):
+            code = 1005
+        reason = str(frame.meta.get("reason") or "")
+        self._send(P.WS_CLOSE_OUT, ws.id, P.ws_close_meta(code, reason))
+        self._ws_finished(ws, code, reason)
+
+    def _serve_ws_open(self, frame):
+        """WS_OPEN: do_check, route, then the @websocket handler; it accepts (or the
+        socket is accepted when it returns), closes/rejects, or returns DEFERRED."""
+        sid = frame.request_id
+        try:
+            request = self._request_from_frame(frame)
+        except httpdata.BadRequest as err:
+            self._send_response(sid, Response(sid, err.data, err.status))
+            return
+        request._wire_id = sid
+        ws = WebSocket(self, sid, request, frame.meta.get("subprotocols") or ())
+        self._sockets[sid] = ws
+        self._current = request
+        try:
+            try:
+                check = self.do_check(request)
+                if check is not None:
+                    data, status = check
+                    raise RejectRequest(data, status)
+                handler = self._match_ws_route(request)
+                if handler is None:
+                    raise RejectRequest({"error": "Not found"}, 404)
+                result = handler(ws)
+            except RejectRequest as err:
+                if ws.state == "connecting":
+                    ws.reject(err.data, err.status)
+                else:
+                    ws.close(1008, "rejected")
+                return
+            except Exception as err:
+                self.log.error("websocket %s: %s\n%s", request.path, err,
+                               traceback.format_exc())
+                # Before accept, a close is a refusal (403); after, 1011.
+                ws.close(1011, "internal error")
+                return
+            if ws.state == "connecting" and result is not DEFERRED:
+                ws.accept()
+        finally:
+            self._current = None
+        if ws.state != "closed":
+            ws._held = True
+            self._update_credits()
 
     # -- one REQUEST frame
 
@@ -761,7 +1022,10 @@ class Worker:
                        context=meta.get("context"))
 
     def _serve_frame(self, frame):
-        """Handle one REQUEST frame end to end (decode, pipeline, answer)."""
+        """Handle one REQUEST (or WS_OPEN) frame end to end (decode, pipeline, answer)."""
+        if frame.type == P.WS_OPEN:
+            self._serve_ws_open(frame)
+            return
         wire_id = frame.request_id
         try:
             request = self._request_from_frame(frame)

@@ -64,6 +64,19 @@ def options(cfg):
     return conc, loop, lifespan
 
 
+def websocket_enabled(cfg):
+    """HELLO "websocket": true only toward a dispatcher that can send WS_* frames
+    (CONFIG protocol >= 2), unless the pool turned it off (`websocket = false`)."""
+    try:
+        proto = int(cfg.get("protocol", 1))
+    except (TypeError, ValueError):
+        proto = 1
+    flag = _option(cfg, "websocket", True)
+    if not isinstance(flag, bool):
+        raise StartupFailed("websocket must be true or false, not %r" % (flag,))
+    return flag and proto >= P.WEBSOCKET_PROTOCOL
+
+
 def new_loop(kind):
     """A fresh event loop: uvloop for "uvloop" (required) or "auto" (when installed)."""
     if kind in ("auto", "uvloop"):
@@ -142,6 +155,19 @@ def build_scope(meta, root_path="", state=None):
         "state": dict(state) if state is not None else {},
         "extensions": {},
     }
+
+
+def build_ws_scope(meta, root_path="", state=None):
+    """WS_OPEN meta -> ASGI `websocket` scope (spec 2.4): the `http` scope's fields less
+    `method`, scheme "ws"/"wss", `subprotocols` as offered by the client, and the
+    denial-response extension (a RESPONSE before WS_ACCEPT is sent as the HTTP answer)."""
+    scope = build_scope(meta, root_path, state)
+    scope["type"] = "websocket"
+    del scope["method"]
+    scope["scheme"] = "wss" if scope["scheme"] in ("https", "wss") else "ws"
+    scope["subprotocols"] = [str(p) for p in meta.get("subprotocols") or ()]
+    scope["extensions"] = {"websocket.http.response": {}}
+    return scope
 
 
 def _clean(text):
@@ -395,11 +421,215 @@ class Cycle:
         self._completed()
 
 
+# ---------------------------------------------------------------- one WebSocket
+
+class WsCycle:
+    """One WebSocket (WS_OPEN .. WS_CLOSE_OUT): its task, receive()/send() and state.
+
+    `state`: "connecting" (WS_OPEN seen, no answer yet), "accepted" (WS_ACCEPT sent),
+    "closed" (WS_CLOSE_OUT or a denial RESPONSE sent: the id is finished, its credit
+    free). `client_closed` is set by WS_CLOSE or DISCONNECT from the dispatcher."""
+
+    def __init__(self, worker, sid, scope):
+        self.worker = worker
+        self.rid = sid
+        self.scope = scope
+        self.task = None
+        self.state = "connecting"
+        self.connect_taken = False
+        self.client_closed = None      # the websocket.disconnect message once closed
+        self.inbox = asyncio.Queue()   # websocket.receive / websocket.disconnect
+        self.denial = None             # RESPONSE meta of a websocket.http.response.start
+        self.denial_body = []
+        self.close_code = 1000
+        self.paused = False
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+
+    # -- the app's channel
+
+    async def receive(self):
+        if not self.connect_taken:
+            self.connect_taken = True
+            return {"type": "websocket.connect"}
+        if self.inbox.empty():
+            if self.client_closed is not None:
+                return dict(self.client_closed)
+            if self.state == "closed":  # the app closed it: nothing more will come
+                return {"type": "websocket.disconnect", "code": self.close_code, "reason": ""}
+        return await self.inbox.get()
+
+    async def send(self, message):
+        kind = message["type"]
+        if self.client_closed is not None and kind != "websocket.close":
+            raise ClientDisconnected(errno.EPIPE, "websocket closed by the client")
+        if self.state == "closed" and kind != "websocket.close":
+            raise RuntimeError("%s after the websocket was closed" % (kind,))
+        out = self.worker.out
+        if kind == "websocket.accept":
+            if self.state != "connecting" or self.denial is not None:
+                raise RuntimeError("websocket.accept in state %s" % self.state)
+            sub = message.get("subprotocol")
+            if sub is not None and sub not in self.scope["subprotocols"]:
+                # The dispatcher may only echo an offered subprotocol (RFC 6455 4.1).
+                raise ValueError("subprotocol %r was not offered by the client" % (sub,))
+            headers = []
+            for name, value in message.get("headers") or ():
+                name = bytes(name).decode("latin-1")
+                value = bytes(value).decode("latin-1")
+                if _clean(name) and _clean(value):
+                    headers.append((name, value))
+            out.send(P.WS_ACCEPT, self.rid, P.ws_accept_meta(sub, headers))
+            self.state = "accepted"
+        elif kind == "websocket.send":
+            if self.state != "accepted":
+                raise RuntimeError("websocket.send before websocket.accept")
+            text, data = message.get("text"), message.get("bytes")
+            if (text is None) == (data is None):
+                raise ValueError("websocket.send needs exactly one of 'text' and 'bytes'")
+            if text is not None:
+                if not isinstance(text, str):
+                    raise TypeError("websocket.send text must be str")
+                meta, body = P.ws_message_meta(True), text.encode("utf-8")
+            else:
+                if not isinstance(data, (bytes, bytearray, memoryview)):
+                    raise TypeError("websocket.send bytes must be bytes")
+                meta, body = P.ws_message_meta(False), data
+            await self._may_send()
+            out.send(P.WS_MESSAGE_OUT, self.rid, meta, body)
+        elif kind == "websocket.close":
+            if self.state == "closed" or self.client_closed is not None:
+                return  # already finished (uvicorn also tolerates a close after disconnect)
+            if self.denial is not None:
+                raise RuntimeError("websocket.close during a denial response")
+            self._close_out(message.get("code") or 1000, message.get("reason") or "")
+        elif kind == "websocket.http.response.start":
+            if self.state != "connecting" or self.denial is not None:
+                raise RuntimeError("websocket.http.response.start in state %s" % self.state)
+            self.denial = response_head(message)
+        elif kind == "websocket.http.response.body":
+            if self.denial is None or self.state != "connecting":
+                raise RuntimeError("websocket.http.response.body without a started response")
+            body = message.get("body", b"")
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise TypeError("websocket.http.response.body body must be bytes")
+            self.denial_body.append(bytes(body))
+            if not message.get("more_body", False):
+                # Only a RESPONSE may answer a socket (no STREAM_*): the body is whole.
+                out.send(P.RESPONSE, self.rid, self.denial, b"".join(self.denial_body))
+                self.denial_body = []
+                self._finished()
+        else:
+            raise RuntimeError("unexpected ASGI message %r in a websocket scope" % (kind,))
+
+    async def _may_send(self):
+        """FLOW pause and a full reply pipe hold the sender here."""
+        while True:
+            if self.client_closed is not None:
+                raise ClientDisconnected(errno.EPIPE, "websocket closed by the client")
+            if self.paused:
+                await self.resumed.wait()
+                continue
+            if len(self.worker.out.buf) > OUT_HIGH_WATER:
+                await self.worker.out.drain()
+                continue
+            return
+
+    # -- from the dispatcher
+
+    def message(self, frame):
+        if self.client_closed is None and self.state != "closed":
+            self.inbox.put_nowait({"type": "websocket.receive",
+                                   "text" if frame.meta.get("text") else "bytes":
+                                   P.ws_payload(frame)})
+
+    def closed_by_client(self, code, reason=""):
+        """WS_CLOSE: the app gets websocket.disconnect; WS_CLOSE_OUT at once frees the
+        credit (frames for the socket are dropped by the dispatcher from now on)."""
+        if self.client_closed is not None:
+            return
+        self.client_closed = {"type": "websocket.disconnect", "code": code, "reason": reason}
+        self.inbox.put_nowait(dict(self.client_closed))
+        self.resumed.set()
+        if self.state != "closed":
+            self._close_out(code, reason)
+
+    def disconnect(self):
+        """DISCONNECT (the dispatcher gave up on the socket, e.g. its timeout before
+        accept): like a vanished client; the credit is freed by the next heartbeat."""
+        if self.client_closed is not None:
+            return
+        self.client_closed = {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+        self.inbox.put_nowait(dict(self.client_closed))
+        self.resumed.set()
+        if self.state != "closed":
+            self._finished(heartbeat=True)
+
+    def flow(self, paused):
+        self.paused = paused
+        if paused:
+            self.resumed.clear()
+        else:
+            self.resumed.set()
+
+    # -- ending
+
+    def _close_out(self, code, reason=""):
+        self.close_code = code
+        self.worker.out.send(P.WS_CLOSE_OUT, self.rid, P.ws_close_meta(code, reason))
+        self._finished()
+
+    def _finished(self, heartbeat=False):
+        if self.state != "closed" and self.client_closed is None:
+            # Wakes a receive() waiting in another task of the app.
+            self.inbox.put_nowait({"type": "websocket.disconnect", "code": self.close_code,
+                                   "reason": ""})
+        self.state = "closed"
+        self.worker.socket_finished(self, heartbeat)
+
+    async def run(self):
+        w = self.worker
+        try:
+            await w.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            # Overdue STOP or EOF: the server is going away.
+            self._fail(1001, "going away")
+        except ClientDisconnected:
+            pass
+        except Exception:
+            if self.client_closed is None:
+                w.log(LOG_ERROR, "websocket %s: application error\n%s" % (
+                    self.scope["path"], traceback.format_exc()), self.rid)
+            self._fail(1011, "internal error")
+        else:
+            if self.state == "connecting" and self.denial is None and \
+                    self.client_closed is None:
+                w.log(LOG_WARNING, "websocket %s: application returned without accepting"
+                      % self.scope["path"], self.rid)
+            # Returning without a close: 1000 once accepted, a refusal (403) before.
+            self._fail(1000, "")
+        finally:
+            w.task_done(self)
+
+    def _fail(self, code, reason):
+        if self.state == "closed" or self.client_closed is not None:
+            return
+        if self.denial is not None:
+            # A denial response cut short: the HTTP answer can still be a clean 500.
+            self.worker.out.send(P.RESPONSE, self.rid, {"status": 500, "headers": [
+                ["content-type", "text/plain; charset=utf-8"]]}, b"Internal Server Error\n")
+            self._finished()
+            return
+        # Before accept, any WS_CLOSE_OUT is a refusal: the dispatcher answers 403.
+        self._close_out(code, reason)
+
+
 # ---------------------------------------------------------------- the worker
 
 class AsgiWorker:
-    def __init__(self, app, loop, tr, cfg, label, concurrency, lifespan):
+    def __init__(self, app, loop, tr, cfg, label, concurrency, lifespan, websocket=False):
         self.app = app
+        self.websocket = websocket
         self.loop = loop
         self.tr = tr
         self.cfg = cfg
@@ -415,6 +645,7 @@ class AsgiWorker:
         self.cycles = {}       # rid -> Cycle whose task is running
         self.in_hand = set()   # rids not yet answered
         self.stopping = False
+        self.overdue = False
         self.finished = None   # future: the exit status
         self._hb = None
         self._hb_soon = False
@@ -525,6 +756,20 @@ class AsgiWorker:
         t = frame.type
         if t == P.REQUEST:
             self.start_request(frame)
+        elif t == P.WS_OPEN:
+            self.start_socket(frame)
+        elif t == P.WS_MESSAGE:
+            cycle = self.cycles.get(frame.request_id)
+            if isinstance(cycle, WsCycle):
+                cycle.message(frame)
+        elif t == P.WS_CLOSE:
+            cycle = self.cycles.get(frame.request_id)
+            if isinstance(cycle, WsCycle):
+                try:
+                    code = int(frame.meta.get("code", 1005))
+                except (TypeError, ValueError):
+                    code = 1005
+                cycle.closed_by_client(code, str(frame.meta.get("reason") or ""))
         elif t == P.DISCONNECT:
             cycle = self.cycles.get(frame.request_id)
             if cycle is not None:
@@ -557,6 +802,33 @@ class AsgiWorker:
         self.cycles[rid] = cycle
         self.in_hand.add(rid)
         cycle.task = self.loop.create_task(cycle.run())
+
+    def start_socket(self, frame):
+        sid = frame.request_id
+        if not self.websocket:
+            # Never announced: a dispatcher that sends it anyway gets it refused (403).
+            self.out.send(P.WS_CLOSE_OUT, sid, P.ws_close_meta(1000, ""))
+            return
+        try:
+            scope = build_ws_scope(frame.meta, self.root_path, self.state)
+        except Exception:
+            self.log(LOG_ERROR, "bad WS_OPEN meta:\n%s" % traceback.format_exc(), sid)
+            self.out.send(P.WS_CLOSE_OUT, sid, P.ws_close_meta(1011, ""))
+            return
+        cycle = WsCycle(self, sid, scope)
+        self.cycles[sid] = cycle
+        self.in_hand.add(sid)
+        cycle.task = self.loop.create_task(cycle.run())
+
+    def socket_finished(self, cycle, heartbeat=False):
+        """WS_CLOSE_OUT or a denial RESPONSE sent (or the dispatcher dropped the socket):
+        the id leaves `in_hand`; its task may still be finishing."""
+        if cycle.rid in self.in_hand:
+            self.in_hand.discard(cycle.rid)
+            if heartbeat:
+                self._heartbeat_soon()
+        if self.overdue and cycle.task is not None:
+            cycle.task.cancel()  # past the STOP grace: the app gets no more time
 
     def request_answered(self, cycle):
         """Response complete or client gone: the request leaves `in_hand` (its task may
@@ -603,10 +875,19 @@ class AsgiWorker:
         self.loop.call_later(grace, self._stop_overdue)
 
     def _stop_overdue(self):
+        # Open sockets are not cut here: the dispatcher closes them (1001 at its
+        # shutdown_timeout, or at a reload's drain deadline) and their tasks then end.
+        self.overdue = True
         for cycle in list(self.cycles.values()):
-            if cycle.task is not None:
+            if cycle.task is not None and not self._socket_open(cycle):
                 cycle.task.cancel()
-        self._finish(0)
+        if not any(self._socket_open(c) for c in self.cycles.values()):
+            self._finish(0)
+
+    @staticmethod
+    def _socket_open(cycle):
+        return isinstance(cycle, WsCycle) and cycle.state != "closed" and \
+            cycle.client_closed is None
 
     def _finish(self, code):
         if self.finished is not None and not self.finished.done():
@@ -624,7 +905,10 @@ class AsgiWorker:
         self.finished = self.loop.create_future()
         self.out = Output(self.loop, wfd)
         self.out.on_broken = lambda: self._finish(0)
-        self.out.send(P.HELLO, 0, {"pid": os.getpid(), "credits": self.concurrency})
+        hello = {"pid": os.getpid(), "credits": self.concurrency}
+        if self.websocket:
+            hello["websocket"] = True
+        self.out.send(P.HELLO, 0, hello)
         self._heartbeat()
         # Frames read together with CONFIG, then the pipe itself.
         for frame in self.tr.buffered():
@@ -666,6 +950,7 @@ def run_asgi(target, factory=False, rfd=3, wfd=4):
     loop = None
     try:
         concurrency, loop_kind, lifespan = options(cfg)
+        websocket = websocket_enabled(cfg)
         loop = new_loop(loop_kind)
         asyncio.set_event_loop(loop)
         app = load_target(target)
@@ -678,7 +963,7 @@ def run_asgi(target, factory=False, rfd=3, wfd=4):
         if loop is not None:
             loop.close()
         return SETUP_FAILED
-    worker = AsgiWorker(app, loop, tr, cfg, label, concurrency, lifespan)
+    worker = AsgiWorker(app, loop, tr, cfg, label, concurrency, lifespan, websocket)
     try:
         return loop.run_until_complete(worker.main(wfd))
     finally:

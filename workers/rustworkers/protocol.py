@@ -21,6 +21,10 @@ REQUEST = 2
 STOP = 3
 DISCONNECT = 4
 FLOW = 5
+# dispatcher -> worker, WebSockets (CONFIG "protocol" >= 2, after HELLO "websocket": true)
+WS_OPEN = 6
+WS_MESSAGE = 7
+WS_CLOSE = 8
 # worker -> dispatcher
 HELLO = 16
 RESPONSE = 17
@@ -31,12 +35,20 @@ HEARTBEAT = 21
 LOG = 22
 CREDIT = 23
 FORWARD = 24
+WS_ACCEPT = 25
+WS_MESSAGE_OUT = 26
+WS_CLOSE_OUT = 27
+
+# The CONFIG "protocol" from which the dispatcher may send WS_* frames.
+WEBSOCKET_PROTOCOL = 2
 
 TYPE_NAMES = {
     CONFIG: "CONFIG", REQUEST: "REQUEST", STOP: "STOP", DISCONNECT: "DISCONNECT",
     FLOW: "FLOW", HELLO: "HELLO", RESPONSE: "RESPONSE", STREAM_START: "STREAM_START",
     STREAM_CHUNK: "STREAM_CHUNK", STREAM_END: "STREAM_END", HEARTBEAT: "HEARTBEAT",
     LOG: "LOG", CREDIT: "CREDIT", FORWARD: "FORWARD",
+    WS_OPEN: "WS_OPEN", WS_MESSAGE: "WS_MESSAGE", WS_CLOSE: "WS_CLOSE",
+    WS_ACCEPT: "WS_ACCEPT", WS_MESSAGE_OUT: "WS_MESSAGE_OUT", WS_CLOSE_OUT: "WS_CLOSE_OUT",
 }
 TYPES_BY_NAME = {v: k for k, v in TYPE_NAMES.items()}
 
@@ -89,6 +101,49 @@ def encode_frame(ftype, request_id=0, meta=None, body=b""):
     if not 0 <= request_id < (1 << 64):
         raise ProtocolError("request id out of range: %r" % (request_id,))
     return HEADER.pack(MAGIC, VERSION, ftype, request_id, len(meta_b), len(body)) + meta_b + body
+
+
+# ---------------------------------------------------------------- WebSocket frames
+# Meta key order is the Rust structs' field order, so these encode byte for byte as the
+# golden vectors (docs/protocol-golden.json, ws_*).
+
+def ws_message_meta(text):
+    return {"text": bool(text)}
+
+
+def ws_close_meta(code=1000, reason=""):
+    return {"code": int(code), "reason": str(reason or "")}
+
+
+def ws_accept_meta(subprotocol=None, headers=()):
+    return {"subprotocol": subprotocol, "headers": [[str(k), str(v)] for k, v in headers]}
+
+
+def encode_ws_message(ftype, socket_id, data):
+    """WS_MESSAGE / WS_MESSAGE_OUT: a str is a text message (UTF-8), bytes a binary one."""
+    if isinstance(data, str):
+        return encode_frame(ftype, socket_id, ws_message_meta(True), data.encode("utf-8"))
+    return encode_frame(ftype, socket_id, ws_message_meta(False), data)
+
+
+def encode_ws_accept(socket_id, subprotocol=None, headers=()):
+    return encode_frame(WS_ACCEPT, socket_id, ws_accept_meta(subprotocol, headers))
+
+
+def encode_ws_close(ftype, socket_id, code=1000, reason=""):
+    """WS_CLOSE / WS_CLOSE_OUT."""
+    return encode_frame(ftype, socket_id, ws_close_meta(code, reason))
+
+
+def ws_payload(frame):
+    """WS_MESSAGE / WS_MESSAGE_OUT -> str (text) or bytes (binary). A text payload that
+    is not UTF-8 raises ProtocolError: the protocol guarantees it is."""
+    if frame.meta.get("text"):
+        try:
+            return bytes(frame.body).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("text message is not UTF-8") from None
+    return bytes(frame.body)
 
 
 class FrameDecoder:

@@ -58,6 +58,13 @@ def _heartbeat_interval(cfg):
     return value if value > 0 else 1.0
 
 
+def _protocol(cfg):
+    try:
+        return int(cfg.get("protocol", 1))
+    except (TypeError, ValueError):
+        return 1
+
+
 def max_frame_bytes(cfg, default=P.DEFAULT_MAX_BODY):
     """CONFIG `max_frame_bytes` (optional): the largest body the dispatcher may send."""
     value = cfg.get("max_frame_bytes")
@@ -112,7 +119,10 @@ def run(make_worker, rfd=3, wfd=4, label="worker"):
     except Exception:
         worker.log._log(LOG_CRITICAL, "setup() failed:\n%s", (traceback.format_exc(),), {})
         return SETUP_FAILED
-    tr.send(P.HELLO, 0, {"pid": os.getpid(), "credits": 1})
+    hello = {"pid": os.getpid(), "credits": 1}
+    if worker._ws_routes and _protocol(cfg) >= P.WEBSOCKET_PROTOCOL:
+        hello["websocket"] = True  # only a class with @websocket routes takes sockets
+    tr.send(P.HELLO, 0, hello)
     worker.log.sink = worker._log_sink
     worker._credits_sent = 1
     worker._update_credits()  # paused in setup()
@@ -159,8 +169,15 @@ class Loop:
 
     def on_frame(self, frame):
         w = self.worker
-        if frame.type == P.REQUEST:
+        if frame.type in (P.REQUEST, P.WS_OPEN):
             self.pending.append(frame)
+        elif frame.type == P.WS_MESSAGE:
+            w._ws_message(frame)
+        elif frame.type == P.WS_CLOSE:
+            if not self._drop_pending(frame.request_id):
+                w._ws_closed(frame)
+            else:  # closed before its WS_OPEN was served: only free the credit
+                w._send(P.WS_CLOSE_OUT, frame.request_id, P.ws_close_meta(1000, ""))
         elif frame.type == P.STOP:
             self.stopping = True
             try:
@@ -177,15 +194,21 @@ class Loop:
                 w.log.level = level_from(frame.meta["log_level"], w.log.level)
             w.on_config(frame.meta)
         elif frame.type == P.DISCONNECT:
-            for queued in list(self.pending):
-                if queued.request_id == frame.request_id:
-                    self.pending.remove(queued)
+            self._drop_pending(frame.request_id)
             w._disconnect(frame.request_id)
         elif frame.type == P.FLOW:
             w._flow(frame.request_id, bool(frame.meta.get("paused")))
         else:
             w.log.warning("unexpected %s frame from dispatcher ignored",
                           P.TYPE_NAMES.get(frame.type, frame.type))
+
+    def _drop_pending(self, rid):
+        dropped = False
+        for queued in list(self.pending):
+            if queued.request_id == rid:
+                self.pending.remove(queued)
+                dropped = True
+        return dropped
 
     # -- custom fds
 
@@ -234,13 +257,16 @@ class Loop:
         next_hb = now + self.interval
         last_activity = now
         while True:
-            if self.stopping and not self.pending:
-                if not self._open_deferred() or time.monotonic() >= self.stop_deadline:
+            if self.stopping and not self.pending and not w._sockets:
+                # Open sockets keep the worker until the dispatcher closes them (1001 at
+                # its shutdown_timeout, or when they end during a reload's drain).
+                if (not self._open_deferred() and not w._streaming()) or \
+                        time.monotonic() >= self.stop_deadline:
                     return
             self._sync_custom()
             can_take = bool(self.pending) and (w._accepting or self.stopping)
             now = time.monotonic()
-            timeout = 0 if can_take else max(0.0, next_hb - now)
+            timeout = 0 if (can_take or w._pumpable()) else max(0.0, next_hb - now)
             if self.stopping and not can_take:
                 timeout = min(timeout, 0.05)
             events = self.sel.select(timeout)
@@ -265,6 +291,8 @@ class Loop:
             if not ran and self.pending and (w._accepting or self.stopping):
                 w._serve_frame(self.pending.popleft())
                 served = True
+            if not ran and w._pumpable():
+                served = w._pump() or served
             now = time.monotonic()
             if now >= next_hb:
                 w._send_heartbeat()

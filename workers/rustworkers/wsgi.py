@@ -2,8 +2,10 @@
 rustworkers worker, launched with `python -m rustworkers wsgi pkg.mod:app`.
 
 Owns: building the environ from REQUEST frame meta + body, start_response/write()
-semantics, consuming the iterable (close() always called), and 500 on exceptions. The
-response is buffered and sent as one RESPONSE frame.
+semantics, consuming the iterable (close() always called), and 500 on exceptions. A list/tuple
+body, or one complete by its Content-Length in the first chunk, is one RESPONSE; any
+other iterable is streamed (STREAM_START/CHUNK/END) chunk by chunk as it is produced,
+honouring FLOW and DISCONNECT.
 """
 
 import io
@@ -125,53 +127,123 @@ def build_environ(meta, body, errors):
     return environ
 
 
-def call_app(app, environ, log):
-    """Run the app; -> (status int, header pairs, body bytes). Never raises Exception."""
-    state = {"status": None, "headers": None, "sent": False}
-    chunks = []
+class WsgiCall:
+    """One application call (PEP 3333): start_response/write(), the iterable pulled one
+    chunk at a time, `close()` always called once. `head()` is valid once the first
+    non-empty chunk came (or the iterable ended): headers are not sent before that."""
 
-    def write(data):
-        if state["status"] is None:
-            raise AssertionError("write() before start_response()")
-        state["sent"] = True
-        chunks.append(bytes(data))
+    def __init__(self, app, environ, log):
+        self.app = app
+        self.environ = environ
+        self.log = log
+        self.status = None
+        self.headers = None
+        self.sent = False        # a body byte was produced: exc_info must re-raise
+        self.written = []        # write() data not yet handed out
+        self.result = None
+        self.it = None
+        self.closed = False
 
-    def start_response(status, headers, exc_info=None):
+    def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:
             try:
-                if state["sent"]:
+                if self.sent:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None
-        elif state["status"] is not None:
+        elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info")
-        state["status"] = status
-        state["headers"] = list(headers)
-        return write
+        self.status = status
+        self.headers = list(headers)
+        return self.write
 
-    try:
-        result = app(environ, start_response)
-        try:
-            for chunk in result:
-                if chunk:
-                    state["sent"] = True
-                    chunks.append(bytes(chunk))
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        if state["status"] is None:
+    def write(self, data):
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        if data:
+            self.sent = True
+            self.written.append(bytes(data))
+
+    def begin(self):
+        self.result = self.app(self.environ, self.start_response)
+        self.it = iter(self.result)
+
+    def next_chunk(self):
+        """The next non-empty chunk, or None at the end (then close() has been called)."""
+        while True:
+            if self.written:
+                return self.written.pop(0)
+            try:
+                chunk = next(self.it)
+            except StopIteration:
+                if self.written:
+                    continue
+                self.close()
+                return None
+            if chunk:
+                self.sent = True
+                return bytes(chunk)
+
+    def head(self):
+        """-> (status int, header pairs); raises for a missing or invalid status."""
+        if self.status is None:
             raise AssertionError("application returned without calling start_response()")
-        code = int(str(state["status"]).split(None, 1)[0])
+        code = int(str(self.status).split(None, 1)[0])
         if not 100 <= code <= 999:
-            raise ValueError("invalid status %r" % state["status"])
-        pairs = [[str(k), str(v)] for k, v in state["headers"]]
+            raise ValueError("invalid status %r" % self.status)
+        return code, [[str(k), str(v)] for k, v in self.headers]
+
+    def content_length(self):
+        for k, v in self.headers or ():
+            if str(k).lower() == "content-length":
+                try:
+                    return int(v)
+                except (TypeError, ValueError):
+                    return None
+        return None
+
+    def buffered(self):
+        """True when the whole body is known to be in memory or about to be: a list or
+        tuple (the common `return [body]`)."""
+        return isinstance(self.result, (list, tuple))
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        close = getattr(self.result, "close", None)
+        if close is not None:
+            close()
+
+    def log_error(self):
+        self.log._log(LOG_ERROR, "%s %s: application error\n%s",
+                      (self.environ.get("REQUEST_METHOD"), self.environ.get("PATH_INFO"),
+                       traceback.format_exc()), {})
+
+
+ERROR_500 = (500, [["content-type", "text/plain; charset=utf-8"]], b"Internal Server Error\n")
+
+
+def call_app(app, environ, log):
+    """Run the app to the end; -> (status int, header pairs, body bytes). Never raises
+    Exception (a failing app is a 500, logged)."""
+    call = WsgiCall(app, environ, log)
+    try:
+        try:
+            call.begin()
+            chunks = []
+            while True:
+                chunk = call.next_chunk()
+                if chunk is None:
+                    break
+                chunks.append(chunk)
+        finally:
+            call.close()
+        code, pairs = call.head()
         return code, pairs, b"".join(chunks)
     except Exception:
-        log._log(LOG_ERROR, "%s %s: application error\n%s",
-                 (environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
-                  traceback.format_exc()), {})
-        return 500, [["content-type", "text/plain; charset=utf-8"]], b"Internal Server Error\n"
+        call.log_error()
+        return ERROR_500
 
 
 class WsgiWorker(Worker):
@@ -184,17 +256,121 @@ class WsgiWorker(Worker):
                          pool_name=pool_name, **kwargs)
         self.app = app
         self.errors = ErrorStream(self.log)
+        self._streams = {}  # request id -> _Stream being pumped
 
     def _format_log_name(self):
         name = getattr(self.app, "__name__", None) or type(self.app).__name__
         return "%s[%s]" % (self._pool_name or name, self._worker_id)
 
     def handle_wsgi(self, meta, body):
-        """-> (status, header pairs, body) for one request (also used by tests)."""
+        """-> (status, header pairs, body) for one request, run to the end (tests)."""
         environ = build_environ(meta, body, self.errors)
         return call_app(self.app, environ, self.log)
 
+    # -- streaming: a response whose body is not known at once goes out as STREAM_*,
+    # one chunk per loop iteration (runner.py `_pump`), so FLOW, DISCONNECT, heartbeats
+    # and STOP are handled between chunks.
+
     def _serve_frame(self, frame):
-        status, headers, body = self.handle_wsgi(frame.meta, frame.body)
+        rid = frame.request_id
+        call = WsgiCall(self.app, build_environ(frame.meta, frame.body, self.errors), self.log)
+        try:
+            call.begin()
+            chunks = []
+            chunk = call.next_chunk()
+            if chunk is not None:
+                chunks.append(chunk)
+                length = call.content_length()
+                if call.buffered() or (length is not None and len(chunk) >= length):
+                    # All in memory (a list) or complete by Content-Length: one RESPONSE.
+                    while chunk is not None:
+                        chunk = call.next_chunk()
+                        if chunk is not None:
+                            chunks.append(chunk)
+            code, pairs = call.head()
+            if call.closed:
+                self.errors.flush()
+                self._send(P.RESPONSE, rid, {"status": code, "headers": pairs},
+                           b"".join(chunks))
+                return
+        except Exception:
+            call.log_error()
+            call_close(call, self.log)
+            self.errors.flush()
+            status, headers, body = ERROR_500
+            self._send(P.RESPONSE, rid, {"status": status, "headers": headers}, body)
+            return
+        if not 200 <= code <= 599:
+            # STREAM_START takes 200..=599 only: the body is read whole and sent as a
+            # plain RESPONSE instead (interim or bogus statuses are the app's bug).
+            call_close(call, self.log)
+            self._send(P.RESPONSE, rid, {"status": 500, "headers": ERROR_500[1]}, ERROR_500[2])
+            return
+        self._send(P.STREAM_START, rid, {"status": code, "headers": pairs})
+        self._send(P.STREAM_CHUNK, rid, None, chunks[0])
+        self._streams[rid] = _Stream(call)
         self.errors.flush()
-        self._send(P.RESPONSE, frame.request_id, {"status": status, "headers": headers}, body)
+
+    def _pumpable(self):
+        return any(not st.paused for st in self._streams.values())
+
+    def _pump(self):
+        """Pull one chunk from each running stream; -> True if any work was done."""
+        did = False
+        for rid, st in list(self._streams.items()):
+            if st.paused:
+                continue
+            did = True
+            try:
+                chunk = st.call.next_chunk()
+            except Exception:
+                st.call.log_error()
+                call_close(st.call, self.log)
+                self._streams.pop(rid, None)
+                self._send(P.STREAM_END, rid, {"abort": True})
+                continue
+            if chunk is None:
+                self._streams.pop(rid, None)
+                self._send(P.STREAM_END, rid)
+            else:
+                self._send(P.STREAM_CHUNK, rid, None, chunk)
+        self.errors.flush()
+        return did
+
+    def _flow(self, wire_id, paused):
+        st = self._streams.get(wire_id)
+        if st is not None:
+            st.paused = paused
+
+    def _disconnect(self, wire_id):
+        st = self._streams.pop(wire_id, None)
+        if st is not None:
+            call_close(st.call, self.log)
+
+    def _in_hand(self):
+        return sorted(set(super()._in_hand()).union(self._streams))
+
+    def _streaming(self):
+        return bool(self._streams)
+
+    def teardown(self):
+        for rid in list(self._streams):
+            self._disconnect(rid)
+        super().teardown()
+
+
+class _Stream:
+    __slots__ = ("call", "paused")
+
+    def __init__(self, call):
+        self.call = call
+        self.paused = False
+
+
+def call_close(call, log):
+    """close() that cannot raise past us (PEP 3333: it is always called)."""
+    try:
+        call.close()
+    except Exception:
+        log._log(LOG_ERROR, "close() of the response iterable failed:\n%s",
+                 (traceback.format_exc(),), {})

@@ -117,3 +117,43 @@ class ErrorTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class WebSocketFramesTest(unittest.TestCase):
+    """The WS_* encoders give the golden vectors' bytes (docs/protocol.md, WebSockets)."""
+
+    def vector(self, name):
+        return next(v for v in golden() if v["name"] == name)
+
+    def test_all_six_types_have_vectors(self):
+        types = {v["type"] for v in golden()}
+        for name in ("WS_OPEN", "WS_MESSAGE", "WS_CLOSE", "WS_ACCEPT", "WS_MESSAGE_OUT",
+                     "WS_CLOSE_OUT"):
+            self.assertIn(name, types)
+        self.assertEqual([P.WS_OPEN, P.WS_MESSAGE, P.WS_CLOSE], [6, 7, 8])
+        self.assertEqual([P.WS_ACCEPT, P.WS_MESSAGE_OUT, P.WS_CLOSE_OUT], [25, 26, 27])
+
+    def test_encoders_match_golden(self):
+        cases = {
+            "ws_message_text": P.encode_ws_message(P.WS_MESSAGE, 7, "héllo 👋"),
+            "ws_message_binary_all_bytes": P.encode_ws_message(P.WS_MESSAGE, 7,
+                                                               bytes(range(256))),
+            "ws_close_going_away": P.encode_ws_close(P.WS_CLOSE, 7, 1001, "bye"),
+            "ws_accept_subprotocol": P.encode_ws_accept(7, "chat", [("x-session", "s1")]),
+            "ws_accept_no_subprotocol": P.encode_ws_accept((1 << 64) - 1),
+            "ws_message_out_text": P.encode_ws_message(P.WS_MESSAGE_OUT, 7, "ünïcode"),
+            "ws_message_out_binary_empty": P.encode_ws_message(P.WS_MESSAGE_OUT, 7, b""),
+            "ws_close_out_error": P.encode_ws_close(P.WS_CLOSE_OUT, 7, 1011, "internal error"),
+        }
+        for name, data in cases.items():
+            with self.subTest(name):
+                self.assertEqual(data.hex(), self.vector(name)["frame_hex"])
+
+    def test_payload_decoding(self):
+        f = P.decode_frame(bytes.fromhex(self.vector("ws_message_text")["frame_hex"]))
+        self.assertEqual(P.ws_payload(f), "héllo 👋")
+        f = P.decode_frame(bytes.fromhex(self.vector("ws_message_binary_all_bytes")["frame_hex"]))
+        self.assertEqual(P.ws_payload(f), bytes(range(256)))
+        bad = P.Frame(P.WS_MESSAGE, 7, {"text": True}, b"\xff")
+        with self.assertRaises(P.ProtocolError):
+            P.ws_payload(bad)
