@@ -423,17 +423,22 @@ impl Dispatcher {
     /// One frame from a worker. Err = protocol violation.
     fn handle_worker_frame(&mut self, key: WorkerKey, frame: Frame, now: Instant) -> Result<(), String> {
         let w = &mut self.workers[key.0];
-        if w.state == ProcState::Starting && frame.kind != FrameType::Hello && frame.kind != FrameType::Log {
+        // Whether HELLO came is `ready_at`, not the state: a worker sent STOP while it was
+        // still starting (reload, graceful stop) is `Stopping` before its one HELLO.
+        let hello_seen = w.ready_at.is_some();
+        if !hello_seen && frame.kind != FrameType::Hello && frame.kind != FrameType::Log {
             return Err(format!("{} before HELLO", frame.kind.name()));
         }
         let id = ReqId(frame.request_id);
         match frame.kind {
             FrameType::Hello => {
-                if w.state != ProcState::Starting {
+                if hello_seen {
                     return Err("second HELLO".into());
                 }
                 let hello: HelloMeta = frame.meta_json().map_err(|e| e.to_string())?;
-                w.state = ProcState::Ready;
+                if w.state == ProcState::Starting {
+                    w.state = ProcState::Ready;
+                }
                 w.ready_at = Some(now);
                 w.credits = hello.credits;
                 w.last_heartbeat = now;
