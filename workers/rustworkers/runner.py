@@ -53,6 +53,16 @@ def _heartbeat_interval(cfg):
     return value if value > 0 else 1.0
 
 
+def apply_frame_limit(tr, cfg):
+    """CONFIG's `max_frame_bytes` bounds the frames that follow (protocol.md, "Frame
+    layout"): the dispatcher raises it with `max_body_bytes`, so a request body it
+    accepted always fits. Never below the 64 MiB every worker accepted before the field
+    existed; without it (an older dispatcher) the limit stays as it is."""
+    limit = cfg.get("max_frame_bytes")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        tr.decoder.max_body = max(limit, P.DEFAULT_MAX_BODY)
+
+
 def run(make_worker, rfd=3, wfd=4, label="worker"):
     """Run a worker process. `make_worker(config_meta)` returns an unstarted Worker.
     Returns the exit status (an int, or whatever sys.exit was given)."""
@@ -70,6 +80,7 @@ def run(make_worker, rfd=3, wfd=4, label="worker"):
                          % P.TYPE_NAMES.get(first.type, first.type))
         return 1
     cfg = first.meta
+    apply_frame_limit(tr, cfg)
     # No frame may precede HELLO (protocol.md), so start-up failures and logs before
     # HELLO go to stderr, which the dispatcher captures and logs under the worker's name.
     try:
@@ -147,6 +158,7 @@ class Loop:
             self.stop_deadline = time.monotonic() + grace
         elif frame.type == P.CONFIG:
             self.cfg = frame.meta
+            apply_frame_limit(self.tr, frame.meta)
             self.interval = _heartbeat_interval(frame.meta)
             w.heartbeat_interval = self.interval
             if "log_level" in frame.meta:
