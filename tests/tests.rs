@@ -3,6 +3,7 @@
 
 mod accept_limits;
 mod config_cli;
+mod hostile;
 mod http_front;
 mod lifecycle;
 mod pools;

@@ -390,9 +390,9 @@ impl Dispatcher {
         if self.phase == Phase::Running {
             return true;
         }
-        inf.conn.and_then(|c| self.conns.get(c.0)).is_some_and(|c| {
-            c.slots.iter().position(|s| s.req == Some(id)).is_some_and(|i| i + 1 < c.slots.len())
-        })
+        inf.conn
+            .and_then(|c| self.conns.get(c.0))
+            .is_some_and(|c| c.slots.iter().position(|s| s.req == Some(id)).is_some_and(|i| i + 1 < c.slots.len()))
     }
 
     /// A worker answered a request.
