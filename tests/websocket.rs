@@ -272,9 +272,7 @@ fn bad_handshakes_and_refusals() {
     let raw = |extra: &str| {
         let mut c = TcpStream::connect(&s.addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let req = format!(
-            "GET /ws/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
-        );
+        let req = format!("GET /ws/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n");
         c.write_all(req.as_bytes()).unwrap();
         let mut out = Vec::new();
         let _ = c.read_to_end(&mut out);

@@ -196,7 +196,9 @@ impl WorkerKind {
     /// The Python app of a `python`, `wsgi` or `asgi` pool.
     pub fn python_app(&self) -> Option<PythonApp<'_>> {
         let (verb, target, interpreter, module_path, factory) = match self {
-            WorkerKind::Python { target, interpreter, module_path } => ("worker", target, interpreter, module_path, false),
+            WorkerKind::Python { target, interpreter, module_path } => {
+                ("worker", target, interpreter, module_path, false)
+            }
             WorkerKind::Wsgi { target, interpreter, module_path, factory } => {
                 ("wsgi", target, interpreter, module_path, *factory)
             }

@@ -209,7 +209,12 @@ pub(super) fn validate_pool(
         readiness: raw.readiness.unwrap_or(DEFAULT_READINESS),
         websocket: raw.websocket.unwrap_or(true),
         max_message_bytes,
-        websocket_idle_timeout: positive(errs, raw.websocket_idle_timeout, DEFAULT_WEBSOCKET_IDLE_TIMEOUT, "websocket_idle_timeout"),
+        websocket_idle_timeout: positive(
+            errs,
+            raw.websocket_idle_timeout,
+            DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+            "websocket_idle_timeout",
+        ),
     }
 }
 

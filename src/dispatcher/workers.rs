@@ -443,7 +443,11 @@ impl Dispatcher {
                     self.pools[p.0].websockets =
                         if hello.websocket { crate::pool::Support::Yes } else { crate::pool::Support::No };
                 }
-                w.state = ProcState::Ready;
+                // A worker sent STOP while still starting (reload, graceful stop) stays
+                // `Stopping`: it finishes and exits without new requests.
+                if w.state == ProcState::Starting {
+                    w.state = ProcState::Ready;
+                }
                 w.ready_at = Some(now);
                 w.last_heartbeat = now;
                 w.capture.ready();
