@@ -82,6 +82,9 @@ impl Dispatcher {
             {
                 conn.head_checked = true;
                 if let HeadCheck::Refuse { status, body } = self.check_head(&req) {
+                    if status == 503 {
+                        self.budget_refusals.note(now);
+                    }
                     let to = self.reply_to(key, &req, now, false);
                     // The body is never read: the connection closes after this answer.
                     self.reply_json(key, &to, status, &body);
@@ -138,10 +141,7 @@ impl Dispatcher {
         }
         let declared = req.header("content-length").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
         if !self.budget.fits(declared) {
-            warn!(
-                "refusing a {declared}-byte body: {} bytes buffered, at the server.max_buffered_bytes limit",
-                self.budget.used()
-            );
+            debug!("refusing a {declared}-byte body: {} bytes buffered", self.budget.used());
             return HeadCheck::Refuse {
                 status: 503,
                 body: serde_json::json!({"error": "server busy: too much buffered; retry later"}),

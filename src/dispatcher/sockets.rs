@@ -132,7 +132,7 @@ impl Dispatcher {
             }
             let Some(conn) = self.conns.get_mut(key.0) else { return };
             let Some(ws) = conn.ws.as_mut() else { return };
-            match ws.decoder.next() {
+            match ws.decoder.next_event() {
                 Ok(None) => return,
                 Ok(Some(WsEvent::Message { text, data })) => {
                     self.send_to_worker(worker, FrameType::WsMessage, id, &WsMessageMeta { text }, &data);

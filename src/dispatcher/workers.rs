@@ -596,11 +596,21 @@ impl Dispatcher {
             Which::Stderr => &mut w.stderr,
         };
         let Some(out) = pipe.as_mut() else { return };
+        if let Some(at) = w.capture.throttled_until(now) {
+            // Over its rate: one dropped turn per throttle interval at most, so a flood
+            // costs the loop almost nothing (the worker waits on its full pipe meanwhile).
+            if w.armed.needs(at) {
+                self.timers.arm(at, Timer::Worker(key, w.serial));
+            }
+            return;
+        }
         match w.capture.read(out, which, &mut self.scratch, now) {
             Turn::Drained => {}
             Turn::More if w.capture.over_rate() => {
                 let at = w.capture.refill_at(now);
-                self.timers.arm(at, Timer::Worker(key, w.serial));
+                if w.armed.needs(at) {
+                    self.timers.arm(at, Timer::Worker(key, w.serial));
+                }
             }
             Turn::More => self.dirty.output.push(key),
             Turn::Eof => {
