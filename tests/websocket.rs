@@ -345,3 +345,45 @@ fn idle_socket_is_pinged_then_closed() {
     ws.text("alive");
     assert_eq!(ws.recv(), Some(In::Text("alive".into())));
 }
+
+#[test]
+fn reload_keeps_sockets_of_unchanged_pools_and_drains_changed_ones() {
+    let config = |env: &str| {
+        format!(
+            "[server]\nbind = [\"127.0.0.1:0\"]\naccess_log = \"off\"\nshutdown_timeout = 1\n\n\
+             [[pool]]\nname = \"ws\"\nroutes = [\"/ws/**\"]\nnative = \"echo\"\nnum_workers = 2\nenv = {{ V = \"{env}\" }}\n"
+        )
+    };
+    let s = TestServer::start(&config("a"));
+    let mut ws = Ws::connect(&s.addr, "/ws/x", &[]);
+    ws.text("before");
+    assert_eq!(ws.recv(), Some(In::Text("before".into())));
+
+    // Unchanged file: the socket is not touched.
+    s.signal(libc::SIGHUP);
+    assert!(s.wait_for_log("configuration reloaded", Duration::from_secs(10)), "{}", s.log());
+    ws.text("after an unchanged reload");
+    assert_eq!(ws.recv(), Some(In::Text("after an unchanged reload".into())));
+
+    // Changed pool: new workers take new sockets at once; the old worker keeps this one
+    // until the drain deadline (shutdown_timeout), then it is closed with 1001.
+    s.dir.write("config.toml", config("b"));
+    let retired = Instant::now();
+    s.signal(libc::SIGHUP);
+    assert!(
+        poll(Duration::from_secs(10), || (s.log().matches("configuration reloaded").count() == 2).then_some(()))
+            .is_some()
+    );
+    ws.text("still on the old worker");
+    assert_eq!(ws.recv(), Some(In::Text("still on the old worker".into())));
+    let mut fresh = Ws::connect(&s.addr, "/ws/x", &[]);
+    fresh.text("new");
+    assert_eq!(fresh.recv(), Some(In::Text("new".into())));
+    match ws.recv() {
+        Some(In::Close(Some(1001), _)) => {}
+        other => panic!("expected close 1001 at the drain deadline, got {other:?}"),
+    }
+    assert!(retired.elapsed() >= Duration::from_millis(900), "closed before the drain deadline");
+    fresh.text("unaffected");
+    assert_eq!(fresh.recv(), Some(In::Text("unaffected".into())));
+}

@@ -254,7 +254,7 @@ impl Dispatcher {
         context: serde_json::Value,
         now: Instant,
     ) {
-        let conn = &self.conns[key.0];
+        let Some(conn) = self.conns.get(key.0) else { return };
         let meta = RequestMeta {
             method: req.method,
             path: req.path,

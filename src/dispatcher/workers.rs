@@ -96,6 +96,9 @@ pub struct WorkerProc {
     ws_waiters: Vec<super::ConnKey>,
     /// It said HELLO `websocket`: it may be given `WS_OPEN`.
     websocket: bool,
+    /// When a reload or shrink retired it: its open WebSockets get until
+    /// `shutdown_timeout` after this, then are closed with 1001.
+    retired_at: Option<Instant>,
 }
 
 impl WorkerProc {
@@ -119,11 +122,10 @@ impl WorkerProc {
 /// Build the spawn spec for one slot of a pool.
 fn spawn_spec(pool: &crate::config::PoolConfig, slot: usize) -> SpawnSpec {
     let mut env: Vec<(String, String)> = pool.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let program = match &pool.worker {
-        WorkerKind::Native(name) => Program::Native { name: name.clone() },
-        WorkerKind::Command(argv) => Program::Exec { argv: argv.clone() },
-        WorkerKind::Python { .. } | WorkerKind::Wsgi { .. } | WorkerKind::Asgi { .. } => {
-            let Some(app) = pool.worker.python_app() else { unreachable!("a Python kind") };
+    let program = match (&pool.worker, pool.worker.python_app()) {
+        (WorkerKind::Native(name), _) => Program::Native { name: name.clone() },
+        (WorkerKind::Command(argv), _) => Program::Exec { argv: argv.clone() },
+        (_, Some(app)) => {
             let cmd = crate::python::shim_command(app.interpreter, &app.args(), app.module_path);
             if let Some(path) = cmd.pythonpath {
                 env.push(("PYTHONPATH".into(), path));
@@ -131,6 +133,8 @@ fn spawn_spec(pool: &crate::config::PoolConfig, slot: usize) -> SpawnSpec {
             env.push(("PYTHONUNBUFFERED".into(), "1".into()));
             Program::Exec { argv: cmd.argv }
         }
+        // Every other kind is a Python app; an empty argv would fail to spawn, counted.
+        (_, None) => Program::Exec { argv: Vec::new() },
     };
     SpawnSpec {
         pool: pool.name.clone(),
@@ -203,6 +207,7 @@ impl Dispatcher {
             armed: Armed::default(),
             ws_waiters: Vec::new(),
             websocket: false,
+            retired_at: None,
         };
         let reg = self.poll.registry();
         let ok = w
@@ -432,7 +437,7 @@ impl Dispatcher {
 
     /// One frame from a worker, checked by its `FrameOrder`. Err = protocol violation.
     fn handle_worker_frame(&mut self, key: WorkerKey, frame: Frame, now: Instant) -> Result<(), String> {
-        let w = &mut self.workers[key.0];
+        let Some(w) = self.workers.get_mut(key.0) else { return Ok(()) };
         let event = w.order.check(&frame).map_err(|v| v.to_string())?;
         let p = w.pool;
         match event {
@@ -854,10 +859,16 @@ impl Dispatcher {
             (_, Kill::Warned(at)) => Some(at + tuning::stuck_grace(cfg)),
             _ => {
                 let silent = w.last_heartbeat + cfg.stuck_timeout;
-                Some(match w.tx_blocked_since {
+                let mut at = match w.tx_blocked_since {
                     Some(t) => silent.min(t + cfg.stuck_timeout),
                     None => silent,
-                })
+                };
+                if let Some(r) = w.retired_at
+                    && w.order.held_count() > 0
+                {
+                    at = at.min(r + self.config.server.shutdown_timeout);
+                }
+                Some(at)
             }
         }
     }
@@ -874,6 +885,9 @@ impl Dispatcher {
         w.armed.fired();
         if w.stdout.is_some() || w.stderr.is_some() {
             self.dirty.output.push(key);
+        }
+        if w.retired_at.is_some_and(|r| now >= r + self.config.server.shutdown_timeout) {
+            self.close_retired_sockets(key);
         }
         let Some(w) = self.workers.get_mut(key.0) else { return };
         let cfg = &self.pools[w.pool.0].config;
@@ -942,6 +956,8 @@ impl Dispatcher {
         let Some(w) = self.workers.get_mut(key.0) else { return };
         let Some(slot) = w.slot.take() else { return };
         self.pools[w.pool.0].vacate(slot, key);
+        let now = Instant::now();
+        w.retired_at = Some(now);
         if !w.alive() {
             return;
         }
@@ -954,6 +970,27 @@ impl Dispatcher {
         w.state = ProcState::Stopping;
         ipc::encode_empty(&mut w.tx_buf, FrameType::Stop, 0);
         self.flush_worker(key);
+        self.arm_worker(key, now);
+    }
+
+    /// A retired worker's drain deadline passed: its open WebSockets are closed with 1001
+    /// (the client may reconnect to a new worker), so it can finish and exit.
+    fn close_retired_sockets(&mut self, key: WorkerKey) {
+        let Some(w) = self.workers.get(key.0) else { return };
+        let sockets: Vec<ReqId> = w
+            .order
+            .open()
+            .map(ReqId)
+            .filter(|id| self.inflight.get(id).is_some_and(|inf| matches!(inf.state, ReqState::Socket(_))))
+            .collect();
+        for id in sockets {
+            info!(
+                "socket {id}: its worker was retired {:?} ago; closing it (1001)",
+                self.config.server.shutdown_timeout
+            );
+            self.fail_request(id, 503, "server restarting");
+            self.worker_abandoned(key, id, Some((crate::websocket::CloseCode::GOING_AWAY, "server restarting")));
+        }
     }
 
     /// Graceful end: STOP to every worker; the reap frees them.
