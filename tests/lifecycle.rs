@@ -137,3 +137,35 @@ fn sigquit_stops_at_once_even_with_work_in_flight() {
     assert!(started.elapsed() < Duration::from_secs(7), "QUIT waited for the request: {:?}", started.elapsed());
     assert!(all_gone(&workers, Duration::from_secs(5)), "workers left behind: {workers:?}");
 }
+
+#[test]
+fn second_sigint_during_a_graceful_stop_stops_now() {
+    // Like gunicorn: a second INT (or TERM) while draining escalates to the fast stop.
+    let mut s = server();
+    let workers = s.children();
+    let mut c = Client::connect(&s.addr);
+    c.send(b"GET /chaos/slow?sleep=20000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    let busy = || {
+        get(&s.addr, "/status").json()["pools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["name"] == "chaos")
+            .flat_map(|p| p["workers"].as_array().cloned().unwrap_or_default())
+            .any(|w| w["in_hand"].as_u64().unwrap_or(0) > 0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !busy() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.signal(libc::SIGINT);
+    assert!(s.wait_for_log("graceful stop", Duration::from_secs(5)), "{}", s.log());
+    let second = Instant::now();
+    s.signal(libc::SIGINT);
+    let status = s.wait_exit(Duration::from_secs(8)).expect("a second SIGINT did not stop the server");
+    assert!(second.elapsed() < Duration::from_secs(5), "the 20 s request held the stop: {:?}", second.elapsed());
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(s.log().contains("SIGINT again during a graceful stop"), "{}", s.log());
+    assert!(s.log().contains("stop took"), "{}", s.log());
+    assert!(all_gone(&workers, Duration::from_secs(5)), "workers left behind: {workers:?}");
+}
