@@ -132,6 +132,7 @@ pub fn run_cases(opts: &Options, out: &mut dyn Write) -> Report {
     if let Some(path) = opts.stream_path.clone() {
         cases.push(("streamed response", Box::new(move |k: &mut Kit| k.case_stream(&path, t))));
     }
+    cases.push(("WebSocket open, message, close", Box::new(move |k: &mut Kit| k.case_websocket(t))));
     cases.push(("STOP exits 0", Box::new(move |k: &mut Kit| k.case_stop(t))));
     for (name, case) in cases {
         let outcome = match main.as_mut() {
@@ -171,6 +172,8 @@ struct Kit {
     /// Protocol state and frame-order rules (requests given, streams, HELLO, credits).
     order: FrameOrder,
     next_id: u64,
+    /// HELLO said `websocket`: the WebSocket case runs.
+    websocket: bool,
     /// Why this worker can no longer be tested (invalid frame, pipe closed, timeout).
     broken: Option<String>,
 }
@@ -216,13 +219,14 @@ impl Kit {
             exited: None,
             order: FrameOrder::new(),
             next_id: 1,
+            websocket: false,
             broken: None,
         })
     }
 
     fn config_meta() -> ConfigMeta {
         ConfigMeta {
-            protocol: 1,
+            protocol: 2,
             pool: "conformance".into(),
             worker_id: 0,
             heartbeat_interval: HEARTBEAT_INTERVAL,
@@ -431,7 +435,10 @@ impl Kit {
         let hello = loop {
             match self.next_frame(deadline, "HELLO") {
                 Ok(Some(f)) if f.kind == FrameType::Hello => match f.meta_json::<HelloMeta>() {
-                    Ok(m) => break m,
+                    Ok(m) => {
+                        self.websocket = m.websocket;
+                        break m;
+                    }
                     Err(e) => return self.fail(e.to_string()),
                 },
                 Ok(Some(_)) => continue,
@@ -471,6 +478,67 @@ impl Kit {
         }
         let mut answers = self.await_answers(&[id], deadline)?;
         answers.pop().ok_or_else(|| "no answer".to_string())
+    }
+
+    /// A worker that says HELLO `websocket`: `WS_OPEN` is accepted or refused (both
+    /// valid); an accepted socket takes a message and acknowledges `WS_CLOSE` with
+    /// `WS_CLOSE_OUT`, which frees its credit. Every frame goes through `FrameOrder`.
+    fn case_websocket(&mut self, t: Duration) -> Result<String, String> {
+        if !self.websocket {
+            return Ok("skipped: HELLO did not say websocket".into());
+        }
+        let deadline = Instant::now() + t;
+        let id = self.next_id;
+        self.next_id += 1;
+        let meta = crate::ipc::WsOpenMeta {
+            request: Kit::request_meta("GET", "/conformance/ws", None, id),
+            subprotocols: vec!["conformance".into()],
+        };
+        let mut wire = Vec::new();
+        encode_json(&mut wire, FrameType::WsOpen, id, &meta, b"").map_err(|e| e.to_string())?;
+        self.order.give_socket(id);
+        if let Err(e) = self.write_all(&wire, deadline) {
+            return self.fail(e);
+        }
+        let accepted = loop {
+            let f = match self.next_frame(deadline, "WS_ACCEPT, WS_CLOSE_OUT or RESPONSE") {
+                Ok(Some(f)) => f,
+                Ok(None) => return self.fail("worker closed its reply pipe during WS_OPEN".into()),
+                Err(e) => return self.fail(e),
+            };
+            match (f.kind, f.request_id == id) {
+                (FrameType::WsAccept, true) => break true,
+                (FrameType::WsCloseOut | FrameType::Response, true) => break false,
+                _ => {}
+            }
+        };
+        if !accepted {
+            return Ok("refused".into());
+        }
+        let mut wire = Vec::new();
+        let close = crate::ipc::WsCloseMeta { code: 1000, reason: String::new() };
+        encode_json(&mut wire, FrameType::WsMessage, id, &crate::ipc::WsMessageMeta { text: true }, b"conformance")
+            .map_err(|e| e.to_string())?;
+        encode_json(&mut wire, FrameType::WsClose, id, &close, b"").map_err(|e| e.to_string())?;
+        if let Err(e) = self.write_all(&wire, deadline) {
+            return self.fail(e);
+        }
+        // Frames the worker sends after WS_CLOSE are late, not violations.
+        self.order.abandon(id);
+        let mut messages = 0;
+        loop {
+            let f = match self.next_frame(deadline, "WS_CLOSE_OUT acknowledging WS_CLOSE") {
+                Ok(Some(f)) => f,
+                Ok(None) => return self.fail("worker closed its reply pipe before acknowledging WS_CLOSE".into()),
+                Err(e) => return self.fail(e),
+            };
+            match (f.kind, f.request_id == id) {
+                (FrameType::WsMessageOut, true) => messages += 1,
+                (FrameType::WsCloseOut, true) => break,
+                _ => {}
+            }
+        }
+        Ok(format!("accepted, {messages} message(s) back, close acknowledged"))
     }
 
     fn case_get(&mut self, t: Duration) -> Result<String, String> {
