@@ -13,3 +13,4 @@ mod reload;
 mod static_serving;
 mod supervision;
 mod util;
+mod websocket_py;
