@@ -4,6 +4,7 @@
 mod accept_limits;
 mod asgi;
 mod config_cli;
+mod django;
 mod http_front;
 mod lifecycle;
 mod pools;
