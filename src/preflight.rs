@@ -65,7 +65,9 @@ fn check_pool(pool: &PoolConfig, key: &str, out: &mut Vec<Finding>) {
                 error("command[0]".into(), why);
             }
         }
-        WorkerKind::Python { interpreter, module_path, .. } | WorkerKind::Wsgi { interpreter, module_path, .. } => {
+        WorkerKind::Python { interpreter, module_path, .. }
+        | WorkerKind::Wsgi { interpreter, module_path, .. }
+        | WorkerKind::Asgi { interpreter, module_path, .. } => {
             match find_program(interpreter, pool) {
                 Err(why) => error("interpreter".into(), why),
                 Ok(path) => {
@@ -179,8 +181,13 @@ pub fn describe(config: &Config) -> String {
                 let _ = writeln!(out, "  command: {} ({})", argv.join(" "), resolved.display());
             }
             WorkerKind::Python { target, interpreter, module_path }
-            | WorkerKind::Wsgi { target, interpreter, module_path } => {
-                let kind = if matches!(pool.worker, WorkerKind::Python { .. }) { "python" } else { "wsgi" };
+            | WorkerKind::Wsgi { target, interpreter, module_path, .. }
+            | WorkerKind::Asgi { target, interpreter, module_path, .. } => {
+                let kind = match pool.worker {
+                    WorkerKind::Python { .. } => "python",
+                    WorkerKind::Wsgi { .. } => "wsgi",
+                    _ => "asgi",
+                };
                 let _ = writeln!(out, "  {kind}: {target}");
                 let _ = writeln!(out, "  module_path: {}", join_paths(module_path));
                 let path = match find_program(interpreter, pool) {

@@ -26,7 +26,6 @@ kind = "status"
 name = "ws"
 routes = ["/ws/**"]
 native = "echo"
-num_workers = 2
 {extra_pool}
 "#
     ))
@@ -190,7 +189,7 @@ fn parse_server_frame(b: &[u8]) -> Option<(In, usize)> {
 
 #[test]
 fn echo_text_binary_fragments_ping_and_big_messages() {
-    let s = server("", "");
+    let s = server("num_workers = 2", "");
     let mut ws = Ws::connect(&s.addr, "/ws/echo", &["chat", "superchat"]);
     let head = ws.head.to_ascii_lowercase();
     assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
@@ -239,12 +238,15 @@ fn client_close_is_echoed_and_frees_the_worker() {
     let mut ws = Ws::connect(&s.addr, "/ws/x", &[]);
     ws.text("still here");
     assert_eq!(ws.recv(), Some(In::Text("still here".into())));
+    // The socket holds the only credit; once its client leaves, plain requests to the
+    // same pool are served again.
+    drop(ws);
     assert_eq!(get(&s.addr, "/ws/plain").status, 200, "plain requests still go to the same pool");
 }
 
 #[test]
 fn protocol_violations_close_with_their_codes() {
-    let s = server("max_message_bytes = 4096", "");
+    let s = server("num_workers = 2\nmax_message_bytes = 4096", "");
     let cases: [(&str, Vec<u8>, u16); 4] = [
         ("invalid UTF-8 text", client_frame(true, 1, &[0xc3, 0x28]), 1007),
         ("a message over max_message_bytes", client_frame(true, 2, &[0; 5000]), 1009),
@@ -264,15 +266,13 @@ fn protocol_violations_close_with_their_codes() {
 
 #[test]
 fn bad_handshakes_and_refusals() {
-    let s = server("", "");
+    let s = server("num_workers = 2", "");
     let refused = Ws::try_connect(&s.addr, "/ws/x?refuse", &[]).err().expect("refused");
     assert!(refused.starts_with("HTTP/1.1 403 "), "{refused}");
     let raw = |extra: &str| {
         let mut c = TcpStream::connect(&s.addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let req = format!(
-            "GET /ws/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n"
-        );
+        let req = format!("GET /ws/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n");
         c.write_all(req.as_bytes()).unwrap();
         let mut out = Vec::new();
         let _ = c.read_to_end(&mut out);
@@ -292,7 +292,8 @@ fn worker_killed_with_sockets_open_closes_them_1011() {
     ws.text("hi");
     assert_eq!(ws.recv(), Some(In::Text("hi".into())));
     let pid = s.worker_pids("ws")[0];
-    s.signal_pid(pid, libc::SIGKILL);
+    // SAFETY: kill(2) on a pid of this test's own server's worker.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
     match ws.recv() {
         Some(In::Close(Some(1011), _)) => {}
         other => panic!("expected close 1011, got {other:?}"),
@@ -306,7 +307,7 @@ fn worker_killed_with_sockets_open_closes_them_1011() {
 
 #[test]
 fn graceful_stop_closes_sockets_1001_at_the_shutdown_timeout() {
-    let mut s = server("", "shutdown_timeout = 1");
+    let mut s = server("num_workers = 2", "shutdown_timeout = 1");
     let mut ws = Ws::connect(&s.addr, "/ws/x", &[]);
     ws.text("hi");
     assert_eq!(ws.recv(), Some(In::Text("hi".into())));
@@ -325,7 +326,7 @@ fn graceful_stop_closes_sockets_1001_at_the_shutdown_timeout() {
 
 #[test]
 fn idle_socket_is_pinged_then_closed() {
-    let s = server("websocket_idle_timeout = 1", "");
+    let s = server("num_workers = 2\nwebsocket_idle_timeout = 1", "");
     let mut ws = Ws::connect(&s.addr, "/ws/x", &[]);
     // Half the timeout of silence: a ping; no answer: a close.
     assert!(matches!(ws.recv(), Some(In::Ping(_))));

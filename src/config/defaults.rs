@@ -94,6 +94,12 @@ pub const DEFAULT_MAX_OUTPUT_RATE: u64 = 1024 * 1024;
 pub const MIN_MAX_OUTPUT_RATE: u64 = 1024;
 /// `pool.readiness`.
 pub const DEFAULT_READINESS: bool = true;
+/// `pool.max_message_bytes`: 16 MiB, as uvicorn's `ws_max_size`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
+/// `pool.websocket_idle_timeout`, seconds.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: f64 = 60.0;
+/// `pool.concurrency` of an ASGI pool: requests one worker serves at once.
+pub const DEFAULT_ASGI_CONCURRENCY: i64 = 100;
 
 /// The built-in configuration used when no `-c FILE` is given. It goes through the same
 /// parser and validation as a file. `path = "."` is resolved against the bundled static

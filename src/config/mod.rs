@@ -164,7 +164,51 @@ pub enum WorkerKind {
     /// Python Worker class via the bundled shim: `module:Class`.
     Python { target: String, interpreter: String, module_path: Vec<PathBuf> },
     /// Python WSGI app via the bundled shim: `module:app`.
-    Wsgi { target: String, interpreter: String, module_path: Vec<PathBuf> },
+    Wsgi { target: String, interpreter: String, module_path: Vec<PathBuf>, factory: bool },
+    /// Python ASGI app via the bundled shim's asgi adapter: `module:app`.
+    Asgi { target: String, interpreter: String, module_path: Vec<PathBuf>, factory: bool },
+}
+
+/// A Python pool as the shim sees it: which adapter (`worker`, `wsgi`, `asgi`: the
+/// shim's command-line verb), the app, and where it comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct PythonApp<'a> {
+    pub verb: &'static str,
+    pub target: &'a str,
+    pub interpreter: &'a str,
+    pub module_path: &'a [PathBuf],
+    /// The target is a factory to call for the app.
+    pub factory: bool,
+}
+
+impl PythonApp<'_> {
+    /// The shim's arguments after `-m rustworkers`.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![self.verb.to_string(), self.target.to_string()];
+        if self.factory {
+            args.push("--factory".into());
+        }
+        args
+    }
+}
+
+impl WorkerKind {
+    /// The Python app of a `python`, `wsgi` or `asgi` pool.
+    pub fn python_app(&self) -> Option<PythonApp<'_>> {
+        let (verb, target, interpreter, module_path, factory) = match self {
+            WorkerKind::Python { target, interpreter, module_path } => {
+                ("worker", target, interpreter, module_path, false)
+            }
+            WorkerKind::Wsgi { target, interpreter, module_path, factory } => {
+                ("wsgi", target, interpreter, module_path, *factory)
+            }
+            WorkerKind::Asgi { target, interpreter, module_path, factory } => {
+                ("asgi", target, interpreter, module_path, *factory)
+            }
+            WorkerKind::Native(_) | WorkerKind::Command(_) => return None,
+        };
+        Some(PythonApp { verb, target, interpreter, module_path, factory })
+    }
 }
 
 /// How a pool route matches a path.
@@ -224,6 +268,12 @@ pub struct PoolConfig {
     pub max_output_rate: u64,
     /// Whether this pool counts for the `ready` endpoint.
     pub readiness: bool,
+    /// Whether WebSocket upgrades are relayed to workers that take them.
+    pub websocket: bool,
+    /// Largest WebSocket message from a client (larger: close 1009).
+    pub max_message_bytes: u64,
+    /// A WebSocket quiet this long is closed (pinged at half of it).
+    pub websocket_idle_timeout: Duration,
 }
 
 impl Config {

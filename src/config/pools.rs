@@ -151,10 +151,38 @@ pub(super) fn validate_pool(
         at_least(raw.max_output_rate.map(|b| b.0), DEFAULT_MAX_OUTPUT_RATE, MIN_MAX_OUTPUT_RATE, &k("max_output_rate")),
         DEFAULT_MAX_OUTPUT_RATE,
     );
-    let kwargs = match raw.kwargs {
+    let mut kwargs = match raw.kwargs {
         Some(table) => errs.or(toml_table_to_json(table, &k("kwargs")), serde_json::Map::new()),
         None => serde_json::Map::new(),
     };
+    if raw.asgi.is_some() {
+        // The ASGI adapter reads its options from CONFIG kwargs (docs/python.md).
+        let concurrency = raw.concurrency.unwrap_or(DEFAULT_ASGI_CONCURRENCY);
+        if !(1..=100_000).contains(&concurrency) {
+            errs.push(invalid(k("concurrency"), format!("expected an integer in 1..=100000, got {concurrency}")));
+        }
+        kwargs.insert("concurrency".into(), concurrency.clamp(1, 100_000).into());
+        for (field, value, allowed) in [
+            ("loop", &raw.event_loop, &["auto", "asyncio", "uvloop"][..]),
+            ("lifespan", &raw.lifespan, &["auto", "on", "off"][..]),
+        ] {
+            let value = value.clone().unwrap_or_else(|| "auto".into());
+            if !allowed.contains(&value.as_str()) {
+                errs.push(invalid(k(field), format!("expected one of {}, got {value:?}", allowed.join(", "))));
+            }
+            kwargs.insert(field.into(), value.into());
+        }
+    }
+    let max_message_bytes = errs.or(
+        at_least(raw.max_message_bytes.map(|b| b.0), DEFAULT_MAX_MESSAGE_BYTES, 125, &k("max_message_bytes")),
+        DEFAULT_MAX_MESSAGE_BYTES,
+    );
+    if max_message_bytes > max_frame_bytes.min(MAX_FRAME_BODY) {
+        errs.push(invalid(
+            k("max_message_bytes"),
+            format!("expected at most max_frame_bytes ({max_frame_bytes}): a message travels in one frame"),
+        ));
+    }
     PoolConfig {
         name: raw.name.unwrap_or_default(),
         routes,
@@ -179,6 +207,14 @@ pub(super) fn validate_pool(
         exit_grace: positive(errs, raw.exit_grace, DEFAULT_EXIT_GRACE, "exit_grace"),
         max_output_rate,
         readiness: raw.readiness.unwrap_or(DEFAULT_READINESS),
+        websocket: raw.websocket.unwrap_or(true),
+        max_message_bytes,
+        websocket_idle_timeout: positive(
+            errs,
+            raw.websocket_idle_timeout,
+            DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+            "websocket_idle_timeout",
+        ),
     }
 }
 
@@ -192,22 +228,40 @@ fn validate_worker(raw: &FilePool, key: &str, base_dir: &Path, errs: &mut Proble
         ("command", raw.command.is_some()),
         ("python", raw.python.is_some()),
         ("wsgi", raw.wsgi.is_some()),
+        ("asgi", raw.asgi.is_some()),
     ]
     .into_iter()
     .filter_map(|(kind, set)| set.then_some(kind))
     .collect();
-    let is_python = raw.python.is_some() || raw.wsgi.is_some();
+    let is_python = raw.python.is_some() || raw.wsgi.is_some() || raw.asgi.is_some();
     if !is_python {
         for (field, set) in [("interpreter", raw.interpreter.is_some()), ("module_path", raw.module_path.is_some())] {
             if set {
-                errs.push(invalid(k(field), format!("`{field}` only applies to `python` and `wsgi` pools")));
+                errs.push(invalid(k(field), format!("`{field}` only applies to `python`, `wsgi` and `asgi` pools")));
+            }
+        }
+    }
+    if raw.factory.is_some() && raw.wsgi.is_none() && raw.asgi.is_none() {
+        errs.push(invalid(k("factory"), "`factory` only applies to `wsgi` and `asgi` pools"));
+    }
+    if raw.asgi.is_none() {
+        for (field, set) in [
+            ("concurrency", raw.concurrency.is_some()),
+            ("loop", raw.event_loop.is_some()),
+            ("lifespan", raw.lifespan.is_some()),
+        ] {
+            if set {
+                errs.push(invalid(k(field), format!("`{field}` only applies to `asgi` pools")));
             }
         }
     }
     if kinds.len() != 1 {
         let got = if kinds.is_empty() { "none".to_string() } else { kinds.join(" and ") };
         let at = if kinds.len() > 1 { k(kinds[1]) } else { key.to_string() };
-        errs.push(invalid(at, format!("expected exactly one of `native`, `command`, `python`, `wsgi`, got {got}")));
+        errs.push(invalid(
+            at,
+            format!("expected exactly one of `native`, `command`, `python`, `wsgi`, `asgi`, got {got}"),
+        ));
         return stand_in();
     }
     let interpreter = raw.interpreter.clone().unwrap_or_else(|| DEFAULT_INTERPRETER.to_string());
@@ -228,7 +282,11 @@ fn validate_worker(raw: &FilePool, key: &str, base_dir: &Path, errs: &mut Proble
     if let Some(target) = &raw.python {
         WorkerKind::Python { target: python_target(target, "python"), interpreter, module_path }
     } else if let Some(target) = &raw.wsgi {
-        WorkerKind::Wsgi { target: python_target(target, "wsgi"), interpreter, module_path }
+        let factory = raw.factory.unwrap_or(false);
+        WorkerKind::Wsgi { target: python_target(target, "wsgi"), interpreter, module_path, factory }
+    } else if let Some(target) = &raw.asgi {
+        let factory = raw.factory.unwrap_or(false);
+        WorkerKind::Asgi { target: python_target(target, "asgi"), interpreter, module_path, factory }
     } else if let Some(native) = &raw.native {
         if native.is_empty() {
             errs.push(invalid(k("native"), "expected a native worker name"));

@@ -187,7 +187,7 @@ module_path = "src"
     assert_eq!(py.num_workers, DEFAULT_NUM_WORKERS);
     assert_eq!(py.recovery_interval, None);
     match &py.worker {
-        WorkerKind::Wsgi { target, interpreter, module_path } => {
+        WorkerKind::Wsgi { target, interpreter, module_path, factory: false } => {
             assert_eq!(target, "app:application");
             assert_eq!(interpreter, "python3");
             assert_eq!(module_path, &vec![dir.join("src")]);

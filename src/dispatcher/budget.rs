@@ -38,6 +38,30 @@ impl Budget {
     }
 }
 
+/// Request bodies refused for the budget: counted, and logged in one line at most every
+/// `REPORT_EVERY` (a client must not be able to flood the log with them).
+#[derive(Debug, Default)]
+pub struct Refusals {
+    count: u64,
+    reported: Option<std::time::Instant>,
+}
+
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Refusals {
+    pub fn note(&mut self, now: std::time::Instant) {
+        self.count += 1;
+        if self.reported.is_none_or(|t| now.duration_since(t) >= REPORT_EVERY) {
+            log::warn!(
+                "server.max_buffered_bytes is spent: {} request bodies refused with 503 since the last report",
+                self.count
+            );
+            self.count = 0;
+            self.reported = Some(now);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Budget;

@@ -227,6 +227,8 @@ pub struct Dispatcher {
     budget: Budget,
     /// Connections that stopped reading because the budget was spent.
     budget_waiters: Vec<ConnKey>,
+    /// Bodies refused for the budget, reported in one line at most every 10 s.
+    budget_refusals: budget::Refusals,
     dirty: Dirty,
 }
 
@@ -281,6 +283,7 @@ impl Dispatcher {
             timers: Timers::default(),
             budget,
             budget_waiters: Vec::new(),
+            budget_refusals: budget::Refusals::default(),
             dirty: Dirty::default(),
         };
         d.manage_pools(now);

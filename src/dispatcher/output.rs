@@ -22,6 +22,8 @@ pub const TURN_BUDGET: usize = 64 * 1024;
 const MAX_LINE: usize = 16 * 1024;
 /// Most bytes of a starting worker's output held back for its death report.
 const MAX_HELD: usize = 16 * 1024;
+/// Over its rate, a worker's output is read (and dropped) at most once this often.
+const THROTTLE: Duration = Duration::from_millis(50);
 /// Dropped-output reports come at most this often per worker.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -72,6 +74,8 @@ pub struct Capture {
     /// Output of a worker not yet ready, for its death report.
     held: Option<Vec<(Which, String)>>,
     held_bytes: usize,
+    /// When the last read over the rate happened (reads over it are spaced `THROTTLE`).
+    over_rate_read: Option<Instant>,
 }
 
 impl Capture {
@@ -88,6 +92,7 @@ impl Capture {
             reported: now,
             held: Some(Vec::new()),
             held_bytes: 0,
+            over_rate_read: None,
         }
     }
 
@@ -127,6 +132,25 @@ impl Capture {
             }
         }
         Turn::More
+    }
+
+    /// `Some(time)`: the worker is over its rate and was read less than `THROTTLE` ago;
+    /// read again at that time. Each call refills the bucket first.
+    pub fn throttled_until(&mut self, now: Instant) -> Option<Instant> {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.over_rate_read = None;
+            return None;
+        }
+        match self.over_rate_read {
+            Some(t) if now < t + THROTTLE => Some(t + THROTTLE),
+            _ => {
+                self.over_rate_read = Some(now);
+                None
+            }
+        }
     }
 
     /// Whether reading should wait for the bucket to refill (the worker is over its rate).

@@ -82,6 +82,9 @@ impl Dispatcher {
             {
                 conn.head_checked = true;
                 if let HeadCheck::Refuse { status, body } = self.check_head(&req) {
+                    if status == 503 {
+                        self.budget_refusals.note(now);
+                    }
                     let to = self.reply_to(key, &req, now, false);
                     // The body is never read: the connection closes after this answer.
                     self.reply_json(key, &to, status, &body);
@@ -138,10 +141,7 @@ impl Dispatcher {
         }
         let declared = req.header("content-length").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
         if !self.budget.fits(declared) {
-            warn!(
-                "refusing a {declared}-byte body: {} bytes buffered, at the server.max_buffered_bytes limit",
-                self.budget.used()
-            );
+            debug!("refusing a {declared}-byte body: {} bytes buffered", self.budget.used());
             return HeadCheck::Refuse {
                 status: 503,
                 body: serde_json::json!({"error": "server busy: too much buffered; retry later"}),
@@ -222,7 +222,8 @@ impl Dispatcher {
                     }
                     return self.reply(key, &to, status, headers, body);
                 }
-                if self.pools[p.0].takes_websockets
+                if self.pools[p.0].websockets != crate::pool::Support::No
+                    && self.pools[p.0].config.websocket
                     && let Some(upgrade) = crate::websocket::check_upgrade(&req)
                 {
                     return match upgrade {
@@ -396,9 +397,21 @@ impl Dispatcher {
         }
     }
 
-    /// Whether answers to `inf` may keep the connection open: not once a stop began.
-    fn keep_alive(&self, inf: &Inflight) -> bool {
-        inf.reply.keep_alive && self.phase == Phase::Running
+    /// Whether the answer to request `id` may keep its connection open. Once a stop
+    /// began, no new request is read, but those already accepted on the connection
+    /// (pipelined behind this one) still get their answers: only the last one closes.
+    /// Closing after an earlier one would throw away answers already made, and requests
+    /// a worker already ran.
+    fn keep_alive(&self, id: ReqId, inf: &Inflight) -> bool {
+        if !inf.reply.keep_alive {
+            return false;
+        }
+        if self.phase == Phase::Running {
+            return true;
+        }
+        inf.conn
+            .and_then(|c| self.conns.get(c.0))
+            .is_some_and(|c| c.slots.iter().position(|s| s.req == Some(id)).is_some_and(|i| i + 1 < c.slots.len()))
     }
 
     /// A worker answered a request.
@@ -406,7 +419,7 @@ impl Dispatcher {
         let Some(inf) = self.take_request(id) else { return };
         self.metrics.count_status(status);
         let Some(key) = inf.conn else { return }; // forwarded: answer discarded
-        let keep_alive = self.keep_alive(&inf);
+        let keep_alive = self.keep_alive(id, &inf);
         let mut headers = headers;
         headers.push(("x-request-id".into(), inf.reply.x_request_id.clone()));
         let Some(conn) = self.conns.get_mut(key.0) else { return };
@@ -432,7 +445,7 @@ impl Dispatcher {
 
     /// A worker starts streaming a response.
     pub(super) fn start_stream(&mut self, id: ReqId, worker: WorkerKey, status: u16, headers: Vec<(String, String)>) {
-        let running = self.phase == Phase::Running;
+        let may_keep = self.inflight.get(&id).is_some_and(|inf| self.keep_alive(id, inf));
         let Some(inf) = self.inflight.get_mut(&id) else { return };
         inf.state = ReqState::Streaming(worker);
         self.metrics.count_status(status);
@@ -442,7 +455,7 @@ impl Dispatcher {
         let (framing, stream, keep_alive) = if inf.reply.version == Version::Http10 {
             (BodyFraming::CloseDelimited, StreamFraming::CloseDelimited, false)
         } else {
-            (BodyFraming::Chunked, StreamFraming::Chunked, inf.reply.keep_alive && running)
+            (BodyFraming::Chunked, StreamFraming::Chunked, may_keep)
         };
         let version = inf.reply.version;
         let head_only = inf.reply.head_only;
@@ -563,7 +576,7 @@ impl Dispatcher {
     pub(super) fn fail_request(&mut self, id: ReqId, status: u16, message: &str) {
         let Some(inf) = self.take_request(id) else { return };
         self.metrics.count_status(status);
-        let keep_alive = self.keep_alive(&inf);
+        let keep_alive = self.keep_alive(id, &inf);
         let Some(key) = inf.conn else { return };
         let Some(conn) = self.conns.get_mut(key.0) else { return };
         let Some(slot) = conn.slot_mut(id) else { return };

@@ -95,7 +95,10 @@ impl Dispatcher {
         for (name, value) in &meta.headers {
             let lower = name.to_ascii_lowercase();
             let clean = |s: &str| !s.is_empty() && !s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
-            if HANDSHAKE_HEADERS.contains(&lower.as_str()) || !clean(name) || value.bytes().any(|b| b == b'\r' || b == b'\n') {
+            if HANDSHAKE_HEADERS.contains(&lower.as_str())
+                || !clean(name)
+                || value.bytes().any(|b| b == b'\r' || b == b'\n')
+            {
                 continue;
             }
             head.push_str(&format!("{name}: {value}\r\n"));
@@ -129,7 +132,7 @@ impl Dispatcher {
             }
             let Some(conn) = self.conns.get_mut(key.0) else { return };
             let Some(ws) = conn.ws.as_mut() else { return };
-            match ws.decoder.next() {
+            match ws.decoder.next_event() {
                 Ok(None) => return,
                 Ok(Some(WsEvent::Message { text, data })) => {
                     self.send_to_worker(worker, FrameType::WsMessage, id, &WsMessageMeta { text }, &data);

@@ -36,10 +36,10 @@ pub fn readiness(p: &PoolConfig) -> bool {
     p.readiness
 }
 
-pub fn websocket_idle_timeout(_p: &PoolConfig) -> Duration {
-    Duration::from_secs(60)
+pub fn websocket_idle_timeout(p: &PoolConfig) -> Duration {
+    p.websocket_idle_timeout
 }
 
-pub fn max_message_bytes(_p: &PoolConfig) -> usize {
-    16 << 20
+pub fn max_message_bytes(p: &PoolConfig) -> usize {
+    usize::try_from(p.max_message_bytes).unwrap_or(usize::MAX)
 }

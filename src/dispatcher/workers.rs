@@ -94,6 +94,8 @@ pub struct WorkerProc {
     armed: Armed,
     /// Connections whose WebSocket messages wait for room in this worker's pipe.
     ws_waiters: Vec<super::ConnKey>,
+    /// It said HELLO `websocket`: it may be given `WS_OPEN`.
+    websocket: bool,
 }
 
 impl WorkerProc {
@@ -120,10 +122,9 @@ fn spawn_spec(pool: &crate::config::PoolConfig, slot: usize) -> SpawnSpec {
     let program = match &pool.worker {
         WorkerKind::Native(name) => Program::Native { name: name.clone() },
         WorkerKind::Command(argv) => Program::Exec { argv: argv.clone() },
-        WorkerKind::Python { target, interpreter, module_path }
-        | WorkerKind::Wsgi { target, interpreter, module_path } => {
-            let mode = if matches!(pool.worker, WorkerKind::Python { .. }) { "worker" } else { "wsgi" };
-            let cmd = crate::python::shim_command(interpreter, &[mode.into(), target.clone()], module_path);
+        WorkerKind::Python { .. } | WorkerKind::Wsgi { .. } | WorkerKind::Asgi { .. } => {
+            let Some(app) = pool.worker.python_app() else { unreachable!("a Python kind") };
+            let cmd = crate::python::shim_command(app.interpreter, &app.args(), app.module_path);
             if let Some(path) = cmd.pythonpath {
                 env.push(("PYTHONPATH".into(), path));
             }
@@ -201,6 +202,7 @@ impl Dispatcher {
             served: 0,
             armed: Armed::default(),
             ws_waiters: Vec::new(),
+            websocket: false,
         };
         let reg = self.poll.registry();
         let ok = w
@@ -275,12 +277,12 @@ impl Dispatcher {
             {
                 continue;
             }
-            let Some(key) = self.pick_worker(p) else { return };
+            let socket = matches!(inf.kind, super::ReqKind::Socket { .. });
+            let Some(key) = self.pick_worker(p, socket) else { return };
             let Some(inf) = self.inflight.get_mut(&id) else { continue };
             let ReqState::Queued { frame } = std::mem::replace(&mut inf.state, ReqState::InWorker(key)) else {
                 continue;
             };
-            let socket = matches!(inf.kind, super::ReqKind::Socket { .. });
             self.pools[p.0].dequeue(id);
             let w = &mut self.workers[key.0];
             if socket {
@@ -299,7 +301,7 @@ impl Dispatcher {
 
     /// The ready worker with a free credit and room in its pipe, round-robin from the
     /// pool's pick position.
-    fn pick_worker(&mut self, p: PoolId) -> Option<WorkerKey> {
+    fn pick_worker(&mut self, p: PoolId, socket: bool) -> Option<WorkerKey> {
         let pool = &mut self.pools[p.0];
         let n = pool.slots.len();
         for i in 0..n {
@@ -309,6 +311,7 @@ impl Dispatcher {
                 && w.state == ProcState::Ready
                 && w.free_credits() > 0
                 && w.backlog() < MAX_WORKER_BACKLOG
+                && (w.websocket || !socket)
             {
                 pool.next_pick = (slot + 1) % n;
                 return Some(key);
@@ -434,10 +437,17 @@ impl Dispatcher {
         let p = w.pool;
         match event {
             Event::Hello(hello) => {
-                if hello.websocket {
-                    self.pools[p.0].takes_websockets = true;
+                w.websocket = hello.websocket;
+                // All workers of a pool run one program: the first HELLO tells.
+                if self.pools[p.0].websockets == crate::pool::Support::Unknown {
+                    self.pools[p.0].websockets =
+                        if hello.websocket { crate::pool::Support::Yes } else { crate::pool::Support::No };
                 }
-                w.state = ProcState::Ready;
+                // A worker sent STOP while still starting (reload, graceful stop) stays
+                // `Stopping`: it finishes and exits without new requests.
+                if w.state == ProcState::Starting {
+                    w.state = ProcState::Ready;
+                }
                 w.ready_at = Some(now);
                 w.last_heartbeat = now;
                 w.capture.ready();
@@ -586,11 +596,21 @@ impl Dispatcher {
             Which::Stderr => &mut w.stderr,
         };
         let Some(out) = pipe.as_mut() else { return };
+        if let Some(at) = w.capture.throttled_until(now) {
+            // Over its rate: one dropped turn per throttle interval at most, so a flood
+            // costs the loop almost nothing (the worker waits on its full pipe meanwhile).
+            if w.armed.needs(at) {
+                self.timers.arm(at, Timer::Worker(key, w.serial));
+            }
+            return;
+        }
         match w.capture.read(out, which, &mut self.scratch, now) {
             Turn::Drained => {}
             Turn::More if w.capture.over_rate() => {
                 let at = w.capture.refill_at(now);
-                self.timers.arm(at, Timer::Worker(key, w.serial));
+                if w.armed.needs(at) {
+                    self.timers.arm(at, Timer::Worker(key, w.serial));
+                }
             }
             Turn::More => self.dirty.output.push(key),
             Turn::Eof => {

@@ -621,8 +621,8 @@ mod tests {
         assert_eq!(d.next_frame(), Err(FrameError::BadVersion(2)));
 
         let mut d = FrameDecoder::new(1024);
-        d.push(b"RW\x01\x06");
-        assert_eq!(d.next_frame(), Err(FrameError::UnknownType(6)));
+        d.push(b"RW\x01\x09");
+        assert_eq!(d.next_frame(), Err(FrameError::UnknownType(9)));
 
         // Partial magic is not an error yet.
         let mut d = FrameDecoder::new(1024);

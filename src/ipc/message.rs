@@ -201,7 +201,7 @@ mod tests {
         let s = ResponseMeta { status: 404, headers: vec![("content-type".into(), "text/plain".into())] };
         assert_eq!(round_trip(FrameType::Response, &s), s);
         assert_eq!(round_trip(FrameType::StreamStart, &s), s);
-        let h = HelloMeta { pid: 1234, credits: 8 };
+        let h = HelloMeta { pid: 1234, credits: 8, websocket: false };
         assert_eq!(round_trip(FrameType::Hello, &h), h);
         let hb = HeartbeatMeta { in_hand: vec![1, u64::MAX], extend: vec![1] };
         assert_eq!(round_trip(FrameType::Heartbeat, &hb), hb);

@@ -90,6 +90,10 @@ mod tests {
                 FrameType::Credit => typed::<CreditMeta>(&f),
                 FrameType::Forward => typed::<ForwardMeta>(&f),
                 FrameType::Flow => typed::<FlowMeta>(&f),
+                FrameType::WsOpen => typed::<WsOpenMeta>(&f),
+                FrameType::WsMessage | FrameType::WsMessageOut => typed::<WsMessageMeta>(&f),
+                FrameType::WsClose | FrameType::WsCloseOut => typed::<WsCloseMeta>(&f),
+                FrameType::WsAccept => typed::<WsAcceptMeta>(&f),
                 FrameType::Stop | FrameType::Disconnect | FrameType::StreamChunk | FrameType::StreamEnd => {
                     let m: serde_json::Map<String, serde_json::Value> = f.meta_json().unwrap();
                     assert!(m.is_empty(), "{}: meta should be {{}}", v.name);

@@ -62,6 +62,25 @@ impl Slot {
     }
 }
 
+/// Whether a pool's workers take WebSockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// No worker said HELLO yet and the kind does not tell.
+    Unknown,
+    Yes,
+    No,
+}
+
+impl Support {
+    fn of(kind: &crate::config::WorkerKind) -> Support {
+        match kind {
+            crate::config::WorkerKind::Asgi { .. } => Support::Yes,
+            crate::config::WorkerKind::Wsgi { .. } => Support::No,
+            _ => Support::Unknown,
+        }
+    }
+}
+
 /// Why a worker process ended, as far as the restart policy cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -102,9 +121,10 @@ pub struct Pool {
     /// The output of the last worker that died before it was ready, and how many times
     /// in a row it was the same (crash-loop logs say it once).
     pub last_failure: Option<(Vec<String>, u32)>,
-    /// A worker of this pool said it takes WebSockets (HELLO `websocket`): upgrade
-    /// requests are relayed, not passed on as plain requests.
-    pub takes_websockets: bool,
+    /// Whether this pool's workers take WebSockets: known from the kind (ASGI yes, WSGI
+    /// no) or learned from the first HELLO. Upgrade requests are relayed while it is not
+    /// `No`, else passed on as plain requests.
+    pub websockets: Support,
     /// The pool's timer entry (request deadlines, respawns, recovery).
     pub armed: Armed,
     /// Removed from the config by a reload: not routed to, never respawned. Kept in the
@@ -115,6 +135,7 @@ pub struct Pool {
 impl Pool {
     pub fn new(config: PoolConfig) -> Pool {
         let slots = (0..config.num_workers).map(|_| Slot::new()).collect();
+        let websockets = Support::of(&config.worker);
         Pool {
             config,
             queue: VecDeque::new(),
@@ -125,7 +146,7 @@ impl Pool {
             restarts_total: 0,
             next_pick: 0,
             last_failure: None,
-            takes_websockets: false,
+            websockets,
             armed: Armed::default(),
             retired: false,
         }
@@ -440,6 +461,9 @@ mod tests {
             exit_grace: Duration::from_secs(2),
             max_output_rate: 1 << 20,
             readiness: true,
+            websocket: true,
+            max_message_bytes: 1 << 20,
+            websocket_idle_timeout: Duration::from_secs(60),
         })
     }
 

@@ -130,7 +130,7 @@ impl Decoder {
 
     /// The next event, `Ok(None)` when more input is needed. After an error the decoder
     /// stays failed.
-    pub fn next(&mut self) -> Result<Option<WsEvent>, Violation> {
+    pub fn next_event(&mut self) -> Result<Option<WsEvent>, Violation> {
         if let Some(v) = self.failed {
             return Err(v);
         }
@@ -301,7 +301,7 @@ mod tests {
         let mut d = Decoder::new(max);
         d.push(bytes);
         let mut out = Vec::new();
-        while let Some(e) = d.next()? {
+        while let Some(e) = d.next_event()? {
             out.push(e);
         }
         Ok(out)
@@ -386,7 +386,7 @@ mod tests {
             let mut events = Vec::new();
             let mut result = Ok(());
             loop {
-                match d.next() {
+                match d.next_event() {
                     Ok(Some(e)) => events.push(e),
                     Ok(None) => break,
                     Err(v) => { result = Err(v); break; }
@@ -395,7 +395,7 @@ mod tests {
             if result.is_ok() {
                 d.push(&bytes[cut..]);
                 loop {
-                    match d.next() {
+                    match d.next_event() {
                         Ok(Some(e)) => events.push(e),
                         Ok(None) => break,
                         Err(v) => { result = Err(v); break; }

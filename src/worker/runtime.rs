@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::api::{NativeWorker, Reply, WorkerContext, WorkerError, WorkerRequest, WsAnswer, WsOpen, level, wait_fd};
 use crate::ipc::{
-    ConfigMeta, FlowMeta, Frame, FrameDecoder, FrameType, HelloMeta, RequestMeta, WsCloseMeta, WsMessageMeta, WsOpenMeta,
+    ConfigMeta, FlowMeta, Frame, FrameDecoder, FrameType, HelloMeta, RequestMeta, WsCloseMeta, WsMessageMeta,
+    WsOpenMeta,
 };
 
 /// The request pipe's fd in a worker process.

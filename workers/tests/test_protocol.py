@@ -115,6 +115,23 @@ class ErrorTest(unittest.TestCase):
             P.encode_frame(99)
 
 
+class FrameLimitTest(unittest.TestCase):
+    """CONFIG's max_frame_bytes raises the decoder's limit (issue 7, item 5: a 70 MiB body
+    under max_body_bytes = 100 MiB killed the worker at the old 64 MiB cap)."""
+
+    def test_config_raises_the_limit(self):
+        from rustworkers.runner import max_frame_bytes
+        from rustworkers.transport import Transport
+        tr = Transport(-1, -1)
+        header = P.HEADER.pack(P.MAGIC, P.VERSION, P.REQUEST, 1, 0, 70 << 20)
+        with self.assertRaises(P.ProtocolError):
+            P.FrameDecoder(tr.decoder.max_body).feed(header)
+        tr.decoder.max_body = max_frame_bytes({"max_frame_bytes": 20 + (1 << 20) + (100 << 20)})
+        self.assertEqual(tr.decoder.feed(header), [])  # accepted: waits for the body
+        for bad in ({}, {"max_frame_bytes": None}, {"max_frame_bytes": True}, {"max_frame_bytes": -5}):
+            self.assertEqual(max_frame_bytes(bad), P.DEFAULT_MAX_BODY, bad)
+
+
 if __name__ == "__main__":
     unittest.main()
 
