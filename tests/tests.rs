@@ -4,6 +4,7 @@
 mod accept_limits;
 mod asgi;
 mod config_cli;
+mod django;
 mod hostile;
 mod http_front;
 mod lifecycle;
@@ -15,3 +16,4 @@ mod static_serving;
 mod supervision;
 mod util;
 mod websocket;
+mod websocket_py;
