@@ -807,8 +807,9 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         println!("{text}");
         assert_eq!(report.failed(), 0, "{text}");
-        assert_eq!(report.passed(), 11, "{text}");
-        assert!(text.ends_with("11 passed, 0 failed\n"), "{text}");
+        assert_eq!(report.passed(), 12, "{text}");
+        assert!(text.ends_with("12 passed, 0 failed\n"), "{text}");
+        assert!(text.contains("close acknowledged"), "the WebSocket case ran: {text}");
     }
 
     #[test]
@@ -820,7 +821,7 @@ mod tests {
         let report = run_cases(&opts, &mut out);
         let text = String::from_utf8_lossy(&out);
         println!("{text}");
-        assert_eq!((report.passed(), report.failed()), (12, 0), "{text}");
+        assert_eq!((report.passed(), report.failed()), (13, 0), "{text}");
         assert!(text.contains("streamed response"), "{text}");
 
         // A plain RESPONSE where a stream is expected fails only that case.

@@ -68,10 +68,19 @@ fn django_views(s: &TestServer) {
     let r = get(addr, "/dj/hello?name=pony");
     assert_eq!(r.status, 200, "{}\nlog:\n{}", r.text(), s.log());
     let v = r.json();
-    assert_eq!((v["hello"].as_str(), v["path"].as_str(), v["method"].as_str()), (Some("pony"), Some("/dj/hello"), Some("GET")));
+    assert_eq!(
+        (v["hello"].as_str(), v["path"].as_str(), v["method"].as_str()),
+        (Some("pony"), Some("/dj/hello"), Some("GET"))
+    );
     assert_eq!(r.header("content-type"), Some("application/json"));
 
-    let r = request(addr, "POST", "/dj/items", &[("Content-Type", "application/json")], br#"{"name": "caf\u00e9", "qty": 2}"#);
+    let r = request(
+        addr,
+        "POST",
+        "/dj/items",
+        &[("Content-Type", "application/json")],
+        br#"{"name": "caf\u00e9", "qty": 2}"#,
+    );
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json(), serde_json::json!({"name": "café", "qty": 2, "id": 1}));
     let r = request(addr, "POST", "/dj/items", &[("Content-Type", "application/json")], b"{nope");

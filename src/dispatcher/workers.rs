@@ -253,8 +253,8 @@ impl Dispatcher {
 
     /// Hand queued requests to workers with free credits. A request waits (and is
     /// answered 504 at its deadline if it must) while its client has
-    /// `max_connection_buffer` unread, or while the buffer budget is spent: its answer
-    /// would need room the dispatcher does not have.
+    /// `max_connection_buffer` unread, or, while the buffer budget is spent, anything
+    /// unread: the clients holding the memory wait, the others are served.
     pub(super) fn pump_pool(&mut self, p: PoolId, _now: Instant) {
         // Finished requests leave the deadline list here, not only when the pool's timer
         // fires: answers come about in order, so the list stays as short as what is open.
@@ -269,16 +269,18 @@ impl Dispatcher {
         }
         let cap = tuning::max_connection_buffer(&self.config.server);
         let candidates: Vec<ReqId> = self.pools[p.0].queued().take(256).collect();
+        let exhausted = self.budget.exhausted();
         for id in candidates {
-            if self.budget.exhausted() {
-                return;
-            }
             let Some(inf) = self.inflight.get(&id) else {
                 self.pools[p.0].dequeue(id);
                 continue;
             };
+            // A client with `cap` unread waits; past the global budget, so does every
+            // client with anything unread (the ones holding the memory), while clients
+            // that read their answers are still served.
+            let limit = if exhausted { 1 } else { cap };
             if let Some(c) = inf.conn
-                && self.conns.get(c.0).is_some_and(|c| c.unsent() >= cap)
+                && self.conns.get(c.0).is_some_and(|c| c.unsent() >= limit)
             {
                 continue;
             }
