@@ -308,7 +308,8 @@ fn fastapi_dependencies_and_background_tasks() {
     assert_eq!(get(&s.addr, "/api/page?limit=x").status, 422);
     // A background task runs after the response is sent, in the same worker: poll its
     // worker (either of the two) until the count shows it ran.
-    let before: u64 = (0..4).map(|_| get(&s.addr, "/api/background").json()["done"].as_u64().unwrap_or(0)).max().unwrap();
+    let before: u64 =
+        (0..4).map(|_| get(&s.addr, "/api/background").json()["done"].as_u64().unwrap_or(0)).max().unwrap();
     let r = request(&s.addr, "POST", "/api/background", &[], b"");
     assert_eq!(r.json()["queued"], true);
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -276,37 +276,14 @@ pub(crate) fn push_http_date(out: &mut Vec<u8>) {
     });
 }
 
-/// IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+/// IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT` (29 bytes).
 pub(crate) fn format_http_date(unix_secs: u64) -> [u8; 29] {
-    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] =
-        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
-    let days = unix_secs / 86_400;
-    let secs = unix_secs % 86_400;
-    let (year, month, day) = super::date::civil_from_days(days as i64);
-    let mut out = [0u8; 29];
-    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
-    out[3..5].copy_from_slice(b", ");
-    two(&mut out[5..7], day as u64);
-    out[7] = b' ';
-    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
-    out[11] = b' ';
-    let y = year.clamp(0, 9999) as u64;
-    two(&mut out[12..14], y / 100);
-    two(&mut out[14..16], y % 100);
-    out[16] = b' ';
-    two(&mut out[17..19], secs / 3600);
-    out[19] = b':';
-    two(&mut out[20..22], secs / 60 % 60);
-    out[22] = b':';
-    two(&mut out[23..25], secs % 60);
-    out[25..29].copy_from_slice(b" GMT");
+    let text = httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(unix_secs));
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    if text.len() == out.len() {
+        out.copy_from_slice(text.as_bytes());
+    }
     out
-}
-
-fn two(dst: &mut [u8], n: u64) {
-    dst[0] = b'0' + (n / 10 % 10) as u8;
-    dst[1] = b'0' + (n % 10) as u8;
 }
 
 #[cfg(test)]
