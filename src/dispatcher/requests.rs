@@ -249,26 +249,16 @@ impl Dispatcher {
         &mut self,
         key: ConnKey,
         to: ReplyTo,
-        req: Request,
+        mut req: Request,
         p: PoolId,
         context: serde_json::Value,
         now: Instant,
     ) {
         let Some(conn) = self.conns.get(key.0) else { return };
-        let meta = RequestMeta {
-            method: req.method,
-            path: req.path,
-            query: req.query,
-            headers: req.headers,
-            remote_addr: conn.peer_ip.clone(),
-            remote_port: conn.peer_port,
-            http_version: req.version.as_str().to_string(),
-            x_request_id: to.x_request_id.clone(),
-            forwarded: false,
-            context,
-        };
+        let body = std::mem::take(&mut req.body);
+        let meta = request_meta(conn, req, &to.x_request_id, context);
         let id = self.alloc_request_id();
-        let frame = match encode_request(id, &meta, &req.body) {
+        let frame = match encode_request(id, &meta, &body) {
             Ok(frame) => frame,
             Err(e) => {
                 // The limits that stop these at the reader come first; this catches what
@@ -729,6 +719,27 @@ impl Dispatcher {
 
     pub(super) fn log_access(&self, a: &AccessInfo, status: u16, bytes: u64) {
         crate::logging::access(self.config.server.access_log, a, status, bytes);
+    }
+}
+
+/// The meta a worker gets for a client's request (REQUEST, and WS_OPEN's request part).
+pub(super) fn request_meta(
+    conn: &super::Conn,
+    req: Request,
+    x_request_id: &str,
+    context: serde_json::Value,
+) -> RequestMeta {
+    RequestMeta {
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        headers: req.headers,
+        remote_addr: conn.peer_ip.clone(),
+        remote_port: conn.peer_port,
+        http_version: req.version.as_str().to_string(),
+        x_request_id: x_request_id.to_string(),
+        forwarded: false,
+        context,
     }
 }
 

@@ -11,7 +11,7 @@ use log::{debug, warn};
 use super::connection::{Fill, Reading, Slot, WsConn};
 use super::{ConnKey, Dispatcher, PoolId, ReplyTo, ReqId, ReqKind, ReqState, WorkerKey, tuning};
 use crate::http::{self, Request};
-use crate::ipc::{self, FrameType, RequestMeta, WsAcceptMeta, WsCloseMeta, WsMessageMeta, WsOpenMeta};
+use crate::ipc::{self, FrameType, WsAcceptMeta, WsCloseMeta, WsMessageMeta, WsOpenMeta};
 use crate::websocket::{self, CloseCode, Decoder, Opcode, Upgrade, WsEvent};
 
 /// Response headers a worker may not set on a 101: the dispatcher owns the handshake.
@@ -35,18 +35,7 @@ impl Dispatcher {
     ) {
         let Some(conn) = self.conns.get(key.0) else { return };
         let meta = WsOpenMeta {
-            request: RequestMeta {
-                method: req.method,
-                path: req.path,
-                query: req.query,
-                headers: req.headers,
-                remote_addr: conn.peer_ip.clone(),
-                remote_port: conn.peer_port,
-                http_version: req.version.as_str().to_string(),
-                x_request_id: to.x_request_id.clone(),
-                forwarded: false,
-                context,
-            },
+            request: super::requests::request_meta(conn, req, &to.x_request_id, context),
             subprotocols: up.subprotocols.clone(),
         };
         // A refusal (RESPONSE, or WS_CLOSE_OUT before accepting) ends the connection.
