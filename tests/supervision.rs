@@ -306,3 +306,23 @@ fn head_of_a_streamed_response_does_not_stay_in_flight() {
     assert!(!s.log().contains("shutdown timeout"), "{}", s.log());
     assert!(all_gone(&workers, Duration::from_secs(5)));
 }
+
+#[test]
+fn idle_worker_killed_by_a_signal_is_a_warning_and_is_replaced() {
+    let s = server("num_workers = 1", "");
+    let pids = s.wait_ready("chaos", 1, Duration::from_secs(10));
+    assert_eq!(pids.len(), 1);
+    // SAFETY: kill(2) on this test server's own idle worker.
+    unsafe { libc::kill(pids[0], libc::SIGKILL) };
+    let replaced = poll(Duration::from_secs(10), || {
+        let now = s.worker_pids("chaos");
+        (now.len() == 1 && now != pids).then_some(now)
+    });
+    assert!(replaced.is_some(), "no replacement:\n{}", s.log());
+    let log = s.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("(pid {}) was killed by signal 9 (SIGKILL)", pids[0])))
+        .unwrap_or_else(|| panic!("no death line:\n{log}"));
+    assert!(line.contains("WARN"), "an unexpected death is a warning: {line}");
+}
