@@ -22,6 +22,8 @@ pub const TURN_BUDGET: usize = 64 * 1024;
 const MAX_LINE: usize = 16 * 1024;
 /// Most bytes of a starting worker's output held back for its death report.
 const MAX_HELD: usize = 16 * 1024;
+/// The least a logged line costs against the rate, in bytes (see `Capture::charge`).
+const MIN_LINE_COST: usize = 256;
 /// Over its rate, a worker's output is read (and dropped) at most once this often.
 const THROTTLE: Duration = Duration::from_millis(50);
 /// Dropped-output reports come at most this often per worker.
@@ -74,7 +76,7 @@ pub struct Capture {
     /// Output of a worker not yet ready, for its death report.
     held: Option<Vec<(Which, String)>>,
     held_bytes: usize,
-    /// When the last read over the rate happened (reads over it are spaced `THROTTLE`).
+    /// When a read last dropped output (reads are then spaced `THROTTLE` apart).
     over_rate_read: Option<Instant>,
 }
 
@@ -99,7 +101,7 @@ impl Capture {
     /// Read one turn's worth from `pipe`.
     pub fn read(&mut self, pipe: &mut OutputPipe, which: Which, scratch: &mut [u8], now: Instant) -> Turn {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst());
         self.refilled = now;
         let mut budget = TURN_BUDGET;
         let chunk = scratch.len().min(TURN_BUDGET);
@@ -112,13 +114,11 @@ impl Capture {
                 }
                 Ok(n) => {
                     budget -= n;
-                    let allowed = (self.tokens.max(0.0) as usize).min(n);
-                    self.tokens -= allowed as f64;
-                    if allowed < n {
-                        self.dropped += (n - allowed) as u64;
-                        self.dropped_total += (n - allowed) as u64;
+                    let dropped_before = self.dropped_total;
+                    self.take(pipe, which, &scratch[..n]);
+                    if self.dropped_total > dropped_before {
+                        self.over_rate_read = Some(now);
                     }
-                    self.take(pipe, which, &scratch[..allowed]);
                     if n < want {
                         return Turn::Drained;
                     }
@@ -134,34 +134,18 @@ impl Capture {
         Turn::More
     }
 
-    /// `Some(time)`: the worker is over its rate and was read less than `THROTTLE` ago;
-    /// read again at that time. Each call refills the bucket first.
+    /// `Some(time)`: the worker went over its rate less than `THROTTLE` ago; read again
+    /// at that time (a flood is then read, and dropped, one turn per `THROTTLE`).
     pub fn throttled_until(&mut self, now: Instant) -> Option<Instant> {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.over_rate_read = None;
-            return None;
-        }
         match self.over_rate_read {
             Some(t) if now < t + THROTTLE => Some(t + THROTTLE),
-            _ => {
-                self.over_rate_read = Some(now);
-                None
-            }
+            _ => None,
         }
     }
 
-    /// Whether reading should wait for the bucket to refill (the worker is over its rate).
-    pub fn over_rate(&self) -> bool {
-        self.tokens < 1.0
-    }
-
-    /// When the bucket has room again.
-    pub fn refill_at(&self, now: Instant) -> Instant {
-        // A slice of the rate, not a single byte: one wake-up reads a useful amount.
-        now + Duration::from_secs_f64((TURN_BUDGET as f64 / self.rate).min(1.0)).max(Duration::from_millis(5))
+    /// The bucket's size: a second's worth, and at least one longest line.
+    fn burst(&self) -> f64 {
+        self.rate.max(MAX_LINE as f64)
     }
 
     /// The rate-limited report of dropped output, if one is due (or `force`d at exit).
@@ -187,21 +171,44 @@ impl Capture {
         let mut start = 0;
         while let Some(pos) = pipe.partial[start..].iter().position(|&b| b == b'\n') {
             let end = start + pos;
-            let line = String::from_utf8_lossy(&pipe.partial[start..end]).trim_end_matches('\r').to_string();
-            self.line(which, line);
+            // Charged before the line is built: a dropped line costs a scan, nothing more.
+            if self.charge(pos + 1) {
+                let line = String::from_utf8_lossy(&pipe.partial[start..end]).trim_end_matches('\r').to_string();
+                self.line(which, line);
+            }
             start = end + 1;
         }
         pipe.partial.drain(..start);
         if pipe.partial.len() > MAX_LINE {
-            let line = String::from_utf8_lossy(&std::mem::take(&mut pipe.partial)).into_owned();
-            self.line(which, line);
+            let cut = std::mem::take(&mut pipe.partial);
+            if self.charge(cut.len()) {
+                self.line(which, String::from_utf8_lossy(&cut).into_owned());
+            }
+        }
+    }
+
+    /// Take a line of `len` bytes from the bucket; `false`: over the rate, dropped and
+    /// counted. Each line costs at least `MIN_LINE_COST`: logging a line has a price of
+    /// its own, so a flood of tiny lines (`yes`) is bounded in lines, not only in bytes.
+    fn charge(&mut self, len: usize) -> bool {
+        let cost = len.max(MIN_LINE_COST) as f64;
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            self.tokens = self.tokens.min(0.0);
+            self.dropped += len as u64;
+            self.dropped_total += len as u64;
+            false
         }
     }
 
     fn flush_partial(&mut self, pipe: &mut OutputPipe, which: Which) {
         if !pipe.partial.is_empty() {
-            let line = String::from_utf8_lossy(&std::mem::take(&mut pipe.partial)).into_owned();
-            self.line(which, line);
+            let rest = std::mem::take(&mut pipe.partial);
+            if self.charge(rest.len()) {
+                self.line(which, String::from_utf8_lossy(&rest).into_owned());
+            }
         }
     }
 

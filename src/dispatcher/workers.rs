@@ -613,13 +613,14 @@ impl Dispatcher {
         }
         match w.capture.read(out, which, &mut self.scratch, now) {
             Turn::Drained => {}
-            Turn::More if w.capture.over_rate() => {
-                let at = w.capture.refill_at(now);
-                if w.armed.needs(at) {
-                    self.timers.arm(at, Timer::Worker(key, w.serial));
+            Turn::More => match w.capture.throttled_until(now) {
+                Some(at) => {
+                    if w.armed.needs(at) {
+                        self.timers.arm(at, Timer::Worker(key, w.serial));
+                    }
                 }
-            }
-            Turn::More => self.dirty.output.push(key),
+                None => self.dirty.output.push(key),
+            },
             Turn::Eof => {
                 if let Some(mut o) = pipe.take() {
                     let _ = self.poll.registry().deregister(&mut o.rx);
@@ -668,7 +669,8 @@ impl Dispatcher {
         if !was_ready {
             // Reported with its exit status when reaped.
         } else if described.is_empty() {
-            info!("worker {name} (pid {pid}) {why}");
+            // Without victims the reap says it, with the exit status and its level.
+            debug!("worker {name} (pid {pid}) {why}");
         } else {
             warn!("worker {name} (pid {pid}) {why}; failing its requests: [{}]", described.join(", "));
         }

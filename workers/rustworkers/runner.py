@@ -196,6 +196,9 @@ class Loop:
         elif frame.type == P.DISCONNECT:
             self._drop_pending(frame.request_id)
             w._disconnect(frame.request_id)
+            # The dispatcher keeps an abandoned request's credit until a heartbeat no
+            # longer lists it: say so now, not up to a heartbeat interval later.
+            w._send_heartbeat()
         elif frame.type == P.FLOW:
             w._flow(frame.request_id, bool(frame.meta.get("paused")))
         else:
