@@ -115,7 +115,6 @@ num_workers = 1
 stuck_timeout = 2
 stuck_grace = 0.5
 max_restarts = 1000
-max_output_rate = 1024
 
 [[pool]]
 name = "echo"
@@ -150,9 +149,11 @@ num_workers = 1
     let echo_took = echo_t.elapsed();
     assert_eq!(r.status, 200, "echo pool under the flood: {}", r.text());
     eprintln!("flood: 50 sync GETs mean {:.1?} max {:.1?}; echo pool answered in {:.1?}", total / 50, worst, echo_took);
-    // A frozen loop answers nothing for tens of seconds; a loaded 2-core box still answers
-    // a sync route in well under this.
-    assert!(worst < Duration::from_millis(200), "a sync GET took {worst:?} under the flood");
+    // A frozen loop answers nothing for tens of seconds (the defect); here the flood runs
+    // at the default max_output_rate, whose log lines go through this harness's stderr
+    // pipe on a 2-core box, so the bound is loose (with stderr to a file, the worst of
+    // 100 GETs was 2.7 ms in a debug build).
+    assert!(worst < Duration::from_secs(1), "a sync GET took {worst:?} under the flood");
     assert!(echo_took < Duration::from_millis(500), "echo took {echo_took:?} under the flood");
 
     // CPU over one second of the flood (a rate, so a fixed span).
@@ -161,10 +162,11 @@ num_workers = 1
     }
     let cpu = cpu_ticks(s.pid) - cpu_before;
     let wall = cpu_t.elapsed();
-    eprintln!(
-        "flood: dispatcher CPU while `yes` floods: {:.0}% of one core ({cpu} ticks in {wall:.1?})",
-        cpu as f64 / clock_ticks() / wall.as_secs_f64() * 100.0
-    );
+    let share = cpu as f64 / clock_ticks() / wall.as_secs_f64() * 100.0;
+    eprintln!("flood: dispatcher CPU while `yes` floods: {share:.0}% of one core ({cpu} ticks in {wall:.1?})");
+    // At the default max_output_rate the flood is read and dropped a turn per 50 ms and
+    // logged a few thousand lines a second: far from the whole core it took unbounded.
+    assert!(share < 80.0, "the dispatcher spent {share:.0}% of a core on a stdout flood");
 
     // The never-ready worker is stuck (no HELLO, no heartbeat): SIGUSR2 (which ends
     // `yes`), or SIGKILL after stuck_grace; replaced. Its dropped output is reported.

@@ -353,10 +353,15 @@ impl Dispatcher {
             for key in std::mem::take(&mut self.dirty.replies) {
                 self.read_worker_replies(key, false);
             }
-            for key in std::mem::take(&mut self.dirty.output) {
-                self.read_worker_output(key, output::Which::Stdout);
-                self.read_worker_output(key, output::Which::Stderr);
-            }
+        }
+        // Captured output gets one budgeted turn per loop turn, after everything else:
+        // logging is the slow part of a flood, and it must not crowd out clients.
+        let mut output = std::mem::take(&mut self.dirty.output);
+        output.sort_unstable();
+        output.dedup();
+        for key in output {
+            self.read_worker_output(key, output::Which::Stdout);
+            self.read_worker_output(key, output::Which::Stderr);
         }
         if let Phase::Draining { .. } = self.phase {
             self.advance_shutdown(now);
