@@ -577,3 +577,46 @@ fn sse_stream_to_http10_client_is_close_delimited() {
     let ids: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
     assert_eq!(ids, ["0", "1", "2"], "{body}");
 }
+
+/// Prefetch: requests given to a worker beyond its credits that it has not started go to
+/// another worker (here: its replacement) when it dies; only the one it was serving fails.
+#[test]
+fn prefetched_requests_survive_their_workers_death() {
+    let s = fixture_server("prefetch = 4\nmax_restarts = 100");
+    let old_pid = s.wait_ready("fx", 1, READY)[0];
+    let dir = crate::util::TempDir::new();
+    let gate = dir.path().join("gate");
+    let gate_q = gate.display().to_string();
+    let addr = s.addr.clone();
+    let dying = std::thread::spawn(move || get(&addr, &format!("/fx/die-at-gate?path={gate_q}")).status);
+    let started = gate.with_extension("started");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the gated request never started; log:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Three more while the only worker is busy: all prefetched to it, none left queued.
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = s.addr.clone();
+            std::thread::spawn(move || get(&addr, "/fx/pid"))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = pool_status(&s, "fx");
+        if p["queue_depth"] == 0 && p["workers"][0]["in_hand"] == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "requests were not prefetched: {p}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(&gate, b"").unwrap();
+    assert_eq!(dying.join().unwrap(), 500, "the started request fails with its worker");
+    for t in waiting {
+        let r = t.join().unwrap();
+        assert_eq!(r.status, 200, "a prefetched request was lost: {}", r.text());
+        assert_ne!(r.json()["pid"], old_pid, "answered by the replacement");
+    }
+    assert!(s.log().contains("3 prefetched request(s) unstarted: queued again"), "log:\n{}", s.log());
+}

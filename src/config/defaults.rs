@@ -98,6 +98,10 @@ pub const DEFAULT_READINESS: bool = true;
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
 /// `pool.websocket_idle_timeout`, seconds.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: f64 = 60.0;
+/// `pool.prefetch`: requests a one-at-a-time worker may queue beyond its credits.
+pub const DEFAULT_PREFETCH: i64 = 4;
+/// Upper bound of `pool.prefetch`.
+pub const MAX_PREFETCH: i64 = 64;
 /// `pool.concurrency` of an ASGI pool: requests one worker serves at once.
 pub const DEFAULT_ASGI_CONCURRENCY: i64 = 100;
 

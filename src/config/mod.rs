@@ -274,6 +274,9 @@ pub struct PoolConfig {
     pub max_message_bytes: u64,
     /// A WebSocket quiet this long is closed (pinged at half of it).
     pub websocket_idle_timeout: Duration,
+    /// Requests a worker that serves them one at a time (HELLO `prefetch`) may be given
+    /// beyond its credits while the pool has a queue; never more than it offers.
+    pub prefetch: u32,
 }
 
 impl Config {

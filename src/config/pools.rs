@@ -173,6 +173,10 @@ pub(super) fn validate_pool(
             kwargs.insert(field.into(), value.into());
         }
     }
+    let prefetch = raw.prefetch.unwrap_or(DEFAULT_PREFETCH);
+    if !(0..=MAX_PREFETCH).contains(&prefetch) {
+        errs.push(invalid(k("prefetch"), format!("expected an integer in 0..={MAX_PREFETCH}, got {prefetch}")));
+    }
     let max_message_bytes = errs.or(
         at_least(raw.max_message_bytes.map(|b| b.0), DEFAULT_MAX_MESSAGE_BYTES, 125, &k("max_message_bytes")),
         DEFAULT_MAX_MESSAGE_BYTES,
@@ -215,6 +219,7 @@ pub(super) fn validate_pool(
             DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
             "websocket_idle_timeout",
         ),
+        prefetch: prefetch.clamp(0, MAX_PREFETCH) as u32,
     }
 }
 

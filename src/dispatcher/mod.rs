@@ -107,6 +107,10 @@ enum ReqState {
     Queued { frame: Vec<u8> },
     /// Handed to a worker, no answer yet.
     InWorker(WorkerKey),
+    /// Handed to a worker beyond its credits (prefetch), no answer yet: it may not have
+    /// started it, so a copy of the frame is kept to give it to another worker if this
+    /// one dies first (counted in the buffer budget).
+    Prefetched { worker: WorkerKey, frame: Vec<u8> },
     /// The worker started a streamed answer.
     Streaming(WorkerKey),
     /// The worker accepted a WebSocket: messages flow until either side closes.
@@ -145,10 +149,21 @@ struct Inflight {
 }
 
 impl Inflight {
+    /// The size of its REQUEST frame while it is queued.
+    fn frame_len(&self) -> Option<usize> {
+        match &self.state {
+            ReqState::Queued { frame } => Some(frame.len()),
+            _ => None,
+        }
+    }
+
     fn worker(&self) -> Option<WorkerKey> {
         match self.state {
             ReqState::Queued { .. } => None,
-            ReqState::InWorker(w) | ReqState::Streaming(w) | ReqState::Socket(w) => Some(w),
+            ReqState::InWorker(w)
+            | ReqState::Prefetched { worker: w, .. }
+            | ReqState::Streaming(w)
+            | ReqState::Socket(w) => Some(w),
         }
     }
 }

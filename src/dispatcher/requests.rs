@@ -437,7 +437,10 @@ impl Dispatcher {
     pub(super) fn start_stream(&mut self, id: ReqId, worker: WorkerKey, status: u16, headers: Vec<(String, String)>) {
         let may_keep = self.inflight.get(&id).is_some_and(|inf| self.keep_alive(id, inf));
         let Some(inf) = self.inflight.get_mut(&id) else { return };
-        inf.state = ReqState::Streaming(worker);
+        if let ReqState::Prefetched { frame, .. } = std::mem::replace(&mut inf.state, ReqState::Streaming(worker)) {
+            self.hold(frame.len() as u64, 0); // started: it can no longer go elsewhere
+        }
+        let Some(inf) = self.inflight.get_mut(&id) else { return };
         self.metrics.count_status(status);
         let Some(key) = inf.conn else { return };
         let mut headers = headers;
@@ -555,9 +558,13 @@ impl Dispatcher {
     pub(super) fn take_request(&mut self, id: ReqId) -> Option<Inflight> {
         let inf = self.inflight.remove(&id)?;
         self.paused_streams.remove(&id);
-        if let ReqState::Queued { frame } = &inf.state {
-            self.pools[inf.pool.0].dequeue(id);
-            self.hold(frame.len() as u64, 0);
+        match &inf.state {
+            ReqState::Queued { frame } => {
+                self.pools[inf.pool.0].dequeue(id);
+                self.hold(frame.len() as u64, 0);
+            }
+            ReqState::Prefetched { frame, .. } => self.hold(frame.len() as u64, 0),
+            _ => {}
         }
         Some(inf)
     }

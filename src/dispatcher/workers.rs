@@ -39,6 +39,19 @@ const DEATH_DRAIN_LIMIT: usize = 16 << 20;
 /// to it (a frame is always accepted when nothing waits, so any size fits).
 const MAX_WORKER_BACKLOG: usize = 1 << 20;
 
+/// Only requests whose frame is at most this big are prefetched: a copy is kept until the
+/// answer, and a big body's cost dwarfs the wake-up that prefetch saves.
+const MAX_PREFETCH_FRAME: usize = 64 * 1024;
+
+/// How a worker was picked for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// Within its credits: it starts the request as soon as it reads it.
+    Credit,
+    /// Beyond its credits (HELLO `prefetch`): it queues the request unstarted.
+    Prefetch,
+}
+
 /// Where a worker process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ProcState {
@@ -269,6 +282,7 @@ impl Dispatcher {
         }
         let cap = tuning::max_connection_buffer(&self.config.server);
         let candidates: Vec<ReqId> = self.pools[p.0].queued().take(256).collect();
+        let mut given: Vec<WorkerKey> = Vec::new();
         let exhausted = self.budget.exhausted();
         for id in candidates {
             let Some(inf) = self.inflight.get(&id) else {
@@ -285,11 +299,17 @@ impl Dispatcher {
                 continue;
             }
             let socket = matches!(inf.kind, super::ReqKind::Socket { .. });
-            let Some(key) = self.pick_worker(p, socket) else { return };
+            let prefetchable = !socket && inf.frame_len().is_some_and(|n| n <= MAX_PREFETCH_FRAME);
+            let Some((key, pick)) = self.pick_worker(p, socket, prefetchable) else { break };
             let Some(inf) = self.inflight.get_mut(&id) else { continue };
             let ReqState::Queued { frame } = std::mem::replace(&mut inf.state, ReqState::InWorker(key)) else {
                 continue;
             };
+            if pick == Pick::Prefetch {
+                // Kept until answered, in case the worker dies before starting it.
+                inf.state = ReqState::Prefetched { worker: key, frame: frame.clone() };
+                self.hold(0, frame.len() as u64);
+            }
             self.pools[p.0].dequeue(id);
             let w = &mut self.workers[key.0];
             if socket {
@@ -302,29 +322,53 @@ impl Dispatcher {
             } else {
                 w.tx_buf.extend_from_slice(&frame);
             }
+            if !given.contains(&key) {
+                given.push(key);
+            }
+        }
+        // One write per worker for everything given in this pass.
+        for key in given {
             self.flush_worker(key);
         }
     }
 
     /// The ready worker with a free credit and room in its pipe, round-robin from the
-    /// pool's pick position.
-    fn pick_worker(&mut self, p: PoolId, socket: bool) -> Option<WorkerKey> {
+    /// pool's pick position. When every worker's credits are taken and the request may
+    /// be prefetched, the worker with the most prefetch room (the least queued).
+    fn pick_worker(&mut self, p: PoolId, socket: bool, prefetchable: bool) -> Option<(WorkerKey, Pick)> {
         let pool = &mut self.pools[p.0];
         let n = pool.slots.len();
+        let usable = |w: &WorkerProc| {
+            w.state == ProcState::Ready && w.backlog() < MAX_WORKER_BACKLOG && (w.websocket || !socket)
+        };
         for i in 0..n {
             let slot = (pool.next_pick + i) % n;
             if let Some(key) = pool.slots[slot].worker()
                 && let Some(w) = self.workers.get(key.0)
-                && w.state == ProcState::Ready
+                && usable(w)
                 && w.free_credits() > 0
-                && w.backlog() < MAX_WORKER_BACKLOG
-                && (w.websocket || !socket)
             {
                 pool.next_pick = (slot + 1) % n;
-                return Some(key);
+                return Some((key, Pick::Credit));
             }
         }
-        None
+        if !prefetchable {
+            return None;
+        }
+        let mut best: Option<(usize, WorkerKey)> = None;
+        for i in 0..n {
+            let slot = (pool.next_pick + i) % n;
+            if let Some(key) = pool.slots[slot].worker()
+                && let Some(w) = self.workers.get(key.0)
+                && usable(w)
+            {
+                let room = w.order.free_prefetch();
+                if room > 0 && best.is_none_or(|(r, _)| room > r) {
+                    best = Some((room, key));
+                }
+            }
+        }
+        best.map(|(_, key)| (key, Pick::Prefetch))
     }
 
     /// Write buffered frames to a worker's request pipe. A failed write records the
@@ -445,6 +489,7 @@ impl Dispatcher {
         match event {
             Event::Hello(hello) => {
                 w.websocket = hello.websocket;
+                w.order.limit_prefetch(self.pools[p.0].config.prefetch);
                 // All workers of a pool run one program: the first HELLO tells.
                 if self.pools[p.0].websockets == crate::pool::Support::Unknown {
                     self.pools[p.0].websockets =
@@ -655,9 +700,31 @@ impl Dispatcher {
         let unsent = w.backlog() as u64;
         w.tx_buf = Vec::new();
         w.tx_pos = 0;
-        let victims: Vec<ReqId> = w.order.take_open().into_iter().map(ReqId).collect();
+        let orphans = w.order.take_open();
         let (name, pid, pool) = (w.name().to_string(), w.pid, w.pool);
         self.hold(unsent, 0);
+        let mut victims: Vec<ReqId> = orphans.started.into_iter().map(ReqId).collect();
+        // Prefetched requests it cannot have started go back to the head of the queue, in
+        // the order they were given; any other kind stays a victim.
+        let mut requeued = 0;
+        for raw in orphans.unstarted.into_iter().rev() {
+            let id = ReqId(raw);
+            let Some(inf) = self.inflight.get_mut(&id) else { continue };
+            match std::mem::replace(&mut inf.state, ReqState::InWorker(key)) {
+                ReqState::Prefetched { frame, .. } => {
+                    inf.state = ReqState::Queued { frame };
+                    self.pools[pool.0].requeue_front(id);
+                    requeued += 1;
+                }
+                other => {
+                    inf.state = other;
+                    victims.push(id);
+                }
+            }
+        }
+        if requeued > 0 {
+            info!("worker {name} (pid {pid}) died with {requeued} prefetched request(s) unstarted: queued again");
+        }
         let described: Vec<String> = victims
             .iter()
             .filter_map(|id| {

@@ -86,6 +86,15 @@ pub struct HelloMeta {
     /// The worker takes WebSockets (`WS_OPEN`); only protocol 2 workers say so.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub websocket: bool,
+    /// Requests the worker may be given beyond its credits, to queue unstarted: it
+    /// starts requests in the order given, at most `credits` at a time (docs/protocol.md,
+    /// "Prefetch"). 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefetch: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn default_credits() -> u32 {
@@ -201,7 +210,7 @@ mod tests {
         let s = ResponseMeta { status: 404, headers: vec![("content-type".into(), "text/plain".into())] };
         assert_eq!(round_trip(FrameType::Response, &s), s);
         assert_eq!(round_trip(FrameType::StreamStart, &s), s);
-        let h = HelloMeta { pid: 1234, credits: 8, websocket: false };
+        let h = HelloMeta { pid: 1234, credits: 8, websocket: false, prefetch: 0 };
         assert_eq!(round_trip(FrameType::Hello, &h), h);
         let hb = HeartbeatMeta { in_hand: vec![1, u64::MAX], extend: vec![1] };
         assert_eq!(round_trip(FrameType::Heartbeat, &hb), hb);

@@ -17,7 +17,7 @@ pub use message::{
     ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LEGACY_MAX_FRAME_BYTES, LogMeta,
     RequestMeta, ResponseMeta, StreamEndMeta, WsAcceptMeta, WsCloseMeta, WsMessageMeta, WsOpenMeta,
 };
-pub use order::{Event, FrameOrder, Violation};
+pub use order::{Event, FrameOrder, Orphans, Violation};
 
 #[cfg(test)]
 mod tests {

@@ -211,13 +211,36 @@ enum Held {
     Abandoned,
 }
 
+/// One request the worker holds: when it was given (the order the worker starts them in)
+/// and its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    seq: u64,
+    held: Held,
+}
+
+/// What a dead worker leaves: requests it may have started (they fail with it) and
+/// prefetched ones it cannot have started (they can go to another worker).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Orphans {
+    /// Open requests within the worker's credits, oldest given first.
+    pub started: Vec<u64>,
+    /// Open requests given beyond its credits (prefetch), oldest given first.
+    pub unstarted: Vec<u64>,
+}
+
 /// Per-worker-connection protocol state and the frame-order rules.
 #[derive(Debug, Default)]
 pub struct FrameOrder {
     hello: bool,
     credits: u32,
+    /// HELLO `prefetch`: requests the worker queues beyond its credits, unstarted. It
+    /// starts requests in the order given, at most `credits` at a time.
+    prefetch: u32,
     /// Requests given and not finished by the worker (open or abandoned).
-    held: HashMap<u64, Held>,
+    held: HashMap<u64, Entry>,
+    /// Sequence number of the next request given.
+    next_seq: u64,
     /// Abandoned requests a heartbeat showed the worker dropped, oldest first: no credit,
     /// but a late frame for them is still dropped, not a violation.
     forgotten: VecDeque<u64>,
@@ -245,32 +268,54 @@ impl FrameOrder {
         (self.credits as usize).saturating_sub(self.held.len())
     }
 
+    /// Requests the worker may be given to queue (HELLO `prefetch`) once its credits are
+    /// taken; none while it is paused (credits 0).
+    pub fn free_prefetch(&self) -> usize {
+        if self.credits == 0 {
+            return 0;
+        }
+        (self.credits as usize + self.prefetch as usize).saturating_sub(self.held.len())
+    }
+
     /// A REQUEST for `id` was handed to the worker. Ids are unique per dispatcher, so
     /// giving a held id again is the caller's bug; it is ignored.
     pub fn give(&mut self, id: u64) {
         self.forgotten.retain(|&x| x != id);
-        self.held.entry(id).or_insert(Held::Open(Phase::Request));
+        let seq = self.bump();
+        self.held.entry(id).or_insert(Entry { seq, held: Held::Open(Phase::Request) });
     }
 
     /// A WS_OPEN for `id` was handed to the worker.
     pub fn give_socket(&mut self, id: u64) {
         self.forgotten.retain(|&x| x != id);
-        self.held.entry(id).or_insert(Held::Open(Phase::SocketOffered));
+        let seq = self.bump();
+        self.held.entry(id).or_insert(Entry { seq, held: Held::Open(Phase::SocketOffered) });
+    }
+
+    /// Give the worker no more prefetch than `max` (the pool's `prefetch`), whatever its
+    /// HELLO offered.
+    pub fn limit_prefetch(&mut self, max: u32) {
+        self.prefetch = self.prefetch.min(max);
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
     }
 
     /// Whether the worker holds `id` and the dispatcher has not finished it.
     pub fn holds(&self, id: u64) -> bool {
-        matches!(self.held.get(&id), Some(Held::Open(_)))
+        matches!(self.held.get(&id), Some(Entry { held: Held::Open(_), .. }))
     }
 
     /// Whether `id` is held and streaming, or an accepted socket (FLOW applies to it).
     pub fn is_streaming(&self, id: u64) -> bool {
-        matches!(self.held.get(&id), Some(Held::Open(Phase::Streaming | Phase::Socket)))
+        matches!(self.held.get(&id), Some(Entry { held: Held::Open(Phase::Streaming | Phase::Socket), .. }))
     }
 
     /// Open requests (held, not finished by the dispatcher), in no particular order.
     pub fn open(&self) -> impl Iterator<Item = u64> + '_ {
-        self.held.iter().filter(|(_, h)| matches!(h, Held::Open(_))).map(|(&id, _)| id)
+        self.held.iter().filter(|(_, e)| matches!(e.held, Held::Open(_))).map(|(&id, _)| id)
     }
 
     /// Requests the worker holds, abandoned ones included.
@@ -283,20 +328,36 @@ impl FrameOrder {
     /// for it are [`Event::Late`].
     pub fn abandon(&mut self, id: u64) -> bool {
         match self.held.get_mut(&id) {
-            Some(h @ Held::Open(_)) => {
-                *h = Held::Abandoned;
+            Some(e) if matches!(e.held, Held::Open(_)) => {
+                e.held = Held::Abandoned;
                 true
             }
             _ => false,
         }
     }
 
-    /// The worker is gone: the open requests it held (to be failed), leaving nothing held.
-    pub fn take_open(&mut self) -> Vec<u64> {
-        let open = self.open().collect();
-        self.held.clear();
+    /// The worker is gone: the open requests it held, leaving nothing held. It starts
+    /// requests in the order given and holds at most `credits` started ones (abandoned
+    /// ones included: it may still be busy with them), so the first `credits` held in
+    /// that order are the ones it may have started; the rest were queued unstarted.
+    pub fn take_open(&mut self) -> Orphans {
+        let mut held: Vec<(u64, Entry)> = self.held.drain().collect();
+        held.sort_unstable_by_key(|(_, e)| e.seq);
         self.forgotten.clear();
-        open
+        let mut orphans = Orphans::default();
+        for (i, (id, e)) in held.into_iter().enumerate() {
+            if !matches!(e.held, Held::Open(_)) {
+                continue;
+            }
+            // A paused worker (credits 0) may still be busy with deferred requests: with
+            // nothing to go by, everything counts as started.
+            if self.prefetch == 0 || self.credits == 0 || i < self.credits as usize {
+                orphans.started.push(id);
+            } else {
+                orphans.unstarted.push(id);
+            }
+        }
+        orphans
     }
 
     /// Check one worker → dispatcher frame against the rules and apply it.
@@ -318,6 +379,7 @@ impl FrameOrder {
                 let meta: HelloMeta = frame.meta_json()?;
                 self.hello = true;
                 self.credits = meta.credits;
+                self.prefetch = meta.prefetch;
                 Ok(Event::Hello(meta))
             }
             FrameType::Log => Ok(Event::Log(frame.meta_json()?)),
@@ -328,7 +390,7 @@ impl FrameOrder {
                 let dropped: Vec<u64> = self
                     .held
                     .iter()
-                    .filter(|(id, h)| **h == Held::Abandoned && !meta.in_hand.contains(id))
+                    .filter(|(id, e)| e.held == Held::Abandoned && !meta.in_hand.contains(id))
                     .map(|(&id, _)| id)
                     .collect();
                 for id in dropped {
@@ -368,8 +430,8 @@ impl FrameOrder {
     fn check_answer(&mut self, frame: &Frame) -> Result<Event, Violation> {
         let (kind, id) = (frame.kind, frame.request_id);
         let finishes = matches!(kind, FrameType::Response | FrameType::StreamEnd | FrameType::WsCloseOut);
-        let phase = match self.held.get(&id) {
-            Some(Held::Open(phase)) => *phase,
+        let phase = match self.held.get(&id).map(|e| e.held) {
+            Some(Held::Open(phase)) => phase,
             Some(Held::Abandoned) => {
                 // Finished here already: dropped unchecked (docs/protocol.md).
                 if finishes {
@@ -426,7 +488,9 @@ impl FrameOrder {
                 self.held.remove(&id);
             }
             Some(p) => {
-                self.held.insert(id, Held::Open(p));
+                if let Some(e) = self.held.get_mut(&id) {
+                    e.held = Held::Open(p);
+                }
             }
         }
         Ok(event)
@@ -656,13 +720,60 @@ mod tests {
         o.give(2);
         o.give(3);
         o.abandon(3);
-        let mut victims = o.take_open();
-        victims.sort_unstable();
-        assert_eq!(victims, [1, 2]);
+        let orphans = o.take_open();
+        assert_eq!(orphans, Orphans { started: vec![1, 2], unstarted: vec![] });
         assert_eq!(o.held_count(), 0);
         let mut open: Vec<u64> = o.open().collect();
         open.sort_unstable();
         assert!(open.is_empty());
+    }
+
+    fn hello_prefetch(credits: u32, prefetch: u32) -> FrameOrder {
+        let mut o = FrameOrder::new();
+        let meta = format!(r#"{{"pid":1,"credits":{credits},"prefetch":{prefetch}}}"#);
+        assert!(matches!(o.check(&frame(FrameType::Hello, 0, &meta)), Ok(Event::Hello(_))));
+        o
+    }
+
+    #[test]
+    fn prefetch_is_room_beyond_the_credits_and_none_while_paused() {
+        let mut o = hello_prefetch(1, 2);
+        assert_eq!((o.free_credits(), o.free_prefetch()), (1, 3));
+        o.give(1);
+        assert_eq!((o.free_credits(), o.free_prefetch()), (0, 2));
+        o.give(2);
+        o.give(3);
+        assert_eq!(o.free_prefetch(), 0);
+        assert_eq!(o.check(&frame(FrameType::Credit, 0, r#"{"credits":0}"#)), Ok(Event::Credit(0)));
+        assert_eq!(o.free_prefetch(), 0);
+        assert_eq!(ready(4).free_prefetch(), 4, "without prefetch it is the free credits");
+    }
+
+    #[test]
+    fn a_dead_worker_started_only_its_credits_worth_in_the_order_given() {
+        let mut o = hello_prefetch(1, 3);
+        // Given 9, 4, 7 in that order: the worker started 9 only.
+        o.give(9);
+        o.give(4);
+        o.give(7);
+        assert_eq!(o.take_open(), Orphans { started: vec![9], unstarted: vec![4, 7] });
+
+        // A deferred request raised its credits to 2; an abandoned one still counts.
+        let mut o = hello_prefetch(1, 3);
+        o.give(1);
+        o.give(2);
+        o.give(3);
+        o.give(4);
+        assert_eq!(o.check(&frame(FrameType::Credit, 0, r#"{"credits":2}"#)), Ok(Event::Credit(2)));
+        o.abandon(1);
+        assert_eq!(o.take_open(), Orphans { started: vec![2], unstarted: vec![3, 4] });
+
+        // Paused: nothing tells what it started, so everything did.
+        let mut o = hello_prefetch(1, 3);
+        o.give(1);
+        o.give(2);
+        assert_eq!(o.check(&frame(FrameType::Credit, 0, r#"{"credits":0}"#)), Ok(Event::Credit(0)));
+        assert_eq!(o.take_open(), Orphans { started: vec![1, 2], unstarted: vec![] });
     }
 
     #[test]

@@ -464,6 +464,7 @@ mod tests {
             websocket: true,
             max_message_bytes: 1 << 20,
             websocket_idle_timeout: Duration::from_secs(60),
+            prefetch: 0,
         })
     }
 

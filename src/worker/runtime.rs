@@ -89,7 +89,7 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
     }
     // WebSockets only from a dispatcher that speaks protocol 2.
     let websocket = worker.websocket() && ctx.config().protocol >= 2;
-    let hello = HelloMeta { pid: std::process::id(), credits: ctx.credits(), websocket };
+    let hello = HelloMeta { pid: std::process::id(), credits: ctx.credits(), websocket, prefetch: 0 };
     ctx.send_frame(FrameType::Hello, 0, &hello, b"");
     ctx.hello_sent = true;
     ctx.last_heartbeat = Instant::now();

@@ -785,7 +785,10 @@ class Worker:
     def _update_credits(self):
         if self._transport is None:
             return
+        # Every request started and not finished holds a credit: the dispatcher counts
+        # the first `credits` it gave as started when the worker dies (prefetch).
         open_count = sum(1 for s in self._slots.values() if s.state == "open")
+        open_count += self._open_streams()
         # An open socket holds one of the dispatcher's credits until WS_CLOSE_OUT.
         open_count += sum(1 for ws in self._sockets.values() if ws._held)
         credits = (1 + open_count) if self._accepting else 0
@@ -904,6 +907,10 @@ class Worker:
     def _streaming(self):
         """Streams still being produced (the STOP drain waits for them)."""
         return False
+
+    def _open_streams(self):
+        """Started responses produced by `_pump` (each holds a credit)."""
+        return 0
 
     # -- WebSockets (frames from the loop in runner.py)
 

@@ -21,6 +21,13 @@ from . import protocol as P
 from .api import LOG_CRITICAL, LOG_ERROR, level_from  # noqa: F401
 from .transport import Transport
 
+# HELLO `prefetch`: requests the dispatcher may queue here beyond the credits while its
+# pool has a queue (the pool's `prefetch` caps it). Requests are started one at a time in
+# the order received, so a prefetched request that was not started is given to another
+# worker if this one dies. Reading the next request while answering the last saves a
+# sleep and a wake-up per request.
+PREFETCH = 16
+
 # Exit status of a worker that failed to start (import, constructor, routes, setup(),
 # ASGI lifespan startup): non-zero so the dispatcher counts a failed start (restart
 # back-off, degraded pool). 3 is gunicorn's WORKER_BOOT_ERROR.
@@ -119,7 +126,7 @@ def run(make_worker, rfd=3, wfd=4, label="worker"):
     except Exception:
         worker.log._log(LOG_CRITICAL, "setup() failed:\n%s", (traceback.format_exc(),), {})
         return SETUP_FAILED
-    hello = {"pid": os.getpid(), "credits": 1}
+    hello = {"pid": os.getpid(), "credits": 1, "prefetch": PREFETCH}
     if worker._ws_routes and _protocol(cfg) >= P.WEBSOCKET_PROTOCOL:
         hello["websocket"] = True  # only a class with @websocket routes takes sockets
     tr.send(P.HELLO, 0, hello)

@@ -309,6 +309,7 @@ class WsgiWorker(Worker):
         self._send(P.STREAM_START, rid, {"status": code, "headers": pairs})
         self._send(P.STREAM_CHUNK, rid, None, chunks[0])
         self._streams[rid] = _Stream(call)
+        self._update_credits()
         self.errors.flush()
 
     def _pumpable(self):
@@ -334,6 +335,7 @@ class WsgiWorker(Worker):
                 self._send(P.STREAM_END, rid)
             else:
                 self._send(P.STREAM_CHUNK, rid, None, chunk)
+        self._update_credits()  # a finished stream frees its credit
         self.errors.flush()
         return did
 
@@ -346,12 +348,16 @@ class WsgiWorker(Worker):
         st = self._streams.pop(wire_id, None)
         if st is not None:
             call_close(st.call, self.log)
+            self._update_credits()
 
     def _in_hand(self):
         return sorted(set(super()._in_hand()).union(self._streams))
 
     def _streaming(self):
         return bool(self._streams)
+
+    def _open_streams(self):
+        return len(self._streams)
 
     def teardown(self):
         for rid in list(self._streams):

@@ -21,7 +21,7 @@ class EndToEndTest(unittest.TestCase):
             w.send(P.CONFIG, 0, CONFIG)
             hello = w.next()
             self.assertEqual(hello.type, P.HELLO)
-            self.assertEqual(hello.meta, {"pid": w.p.pid, "credits": 1})
+            self.assertEqual(hello.meta, {"pid": w.p.pid, "credits": 1, "prefetch": 16})
 
             w.request(1, "GET", "/api/hello")
             r = w.next(P.RESPONSE)

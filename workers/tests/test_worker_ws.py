@@ -49,7 +49,7 @@ class WorkerWebSocketTest(unittest.TestCase):
 
     def test_hello_echo_credits_and_close(self):
         self.assertEqual(self.ws.hello.meta, {"pid": self.w.p.pid, "credits": 1,
-                                              "websocket": True})
+                                              "prefetch": 16, "websocket": True})
         acc = self.ws.accept(1, subprotocols=["chat"])
         self.assertEqual(acc.meta, {"subprotocol": "chat", "headers": [["x-ws", "1"]]})
         self.credits(2)  # the socket holds one credit, requests keep one
