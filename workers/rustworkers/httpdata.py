@@ -31,6 +31,8 @@ def _decode(raw, plus_is_space):
 
 def decode_path(raw):
     """Percent-decode a path as UTF-8. `+` stays `+` (QUIRK 7 fixed: RFC 3986)."""
+    if "%" not in raw and raw.isascii():
+        return raw  # nothing to decode: the common case
     try:
         return _decode(raw, plus_is_space=False)
     except UnicodeDecodeError:
@@ -157,8 +159,27 @@ def encode_head(headers=None, cookies=None, default_type=None):
     return pairs
 
 
+# RESPONSE meta of a response without headers or cookies, by (status, default type):
+# encoded once (a handful of statuses and types in practice; bounded anyway).
+_PLAIN_META = {}
+_PLAIN_META_MAX = 256
+
+
+def encode_plain_meta(status, default_type):
+    """The RESPONSE meta JSON (bytes) of `status` with only a default content type."""
+    key = (status, default_type)
+    meta = _PLAIN_META.get(key)
+    if meta is None:
+        pairs = [["content-type", default_type]] if default_type else []
+        meta = json.dumps({"status": status, "headers": pairs},
+                          separators=(",", ":")).encode("utf-8")
+        if len(_PLAIN_META) < _PLAIN_META_MAX:
+            _PLAIN_META[key] = meta
+    return meta
+
+
 def encode_response(data=None, status=200, headers=None, cookies=None):
-    """-> (meta dict, body bytes). Raises TypeError/ValueError for an unsendable response
+    """-> (meta: a dict, or its JSON bytes, body bytes). Raises TypeError/ValueError for an unsendable response
     (unsupported body type, status not an int in 100..999); the caller answers 500."""
     if isinstance(status, bool) or not isinstance(status, int):
         try:
@@ -168,4 +189,6 @@ def encode_response(data=None, status=200, headers=None, cookies=None):
     if not 100 <= status <= 999:
         raise ValueError("invalid status %r" % (status,))
     body, default_type = encode_body(data)
+    if not headers and not cookies:
+        return encode_plain_meta(status, default_type), body
     return {"status": status, "headers": encode_head(headers, cookies, default_type)}, body

@@ -223,6 +223,8 @@ class Loop:
     # -- custom fds
 
     def _sync_custom(self):
+        if not self.custom and not self.worker._readers and not self.worker._writers:
+            return  # no custom fds: nothing to build per loop turn
         want = {}
         for obj in self.worker._readers:
             fd = obj if isinstance(obj, int) else obj.fileno()
@@ -301,6 +303,15 @@ class Loop:
             if not ran and self.pending and (w._accepting or self.stopping):
                 w._serve_frame(self.pending.popleft())
                 served = True
+                # Prefetched requests already read are served back to back, without a
+                # poll between them, while nothing else (custom fds, streams, a due
+                # heartbeat) needs a turn.
+                batch = len(self.pending)
+                while batch and self.pending and not self.custom and not w._pumpable() \
+                        and (w._accepting or self.stopping) and not tr.broken \
+                        and time.monotonic() < next_hb:
+                    w._serve_frame(self.pending.popleft())
+                    batch -= 1
             if not ran and w._pumpable():
                 served = w._pump() or served
             now = time.monotonic()

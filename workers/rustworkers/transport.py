@@ -25,7 +25,25 @@ class Transport:
         """Write one frame completely (blocking). Returns False once the pipe is broken."""
         if self.broken:
             return False
-        data = memoryview(P.encode_frame(ftype, request_id, meta, body))
+        return self.write(P.encode_frame(ftype, request_id, meta, body))
+
+    def write(self, frame_bytes):
+        """Write encoded frames completely (blocking). False once the pipe is broken."""
+        if self.broken:
+            return False
+        try:
+            # Almost always one write takes it all (a pipe holds 64 KiB or more).
+            n = os.write(self.wfd, frame_bytes)
+            if n == len(frame_bytes):
+                return True
+        except (InterruptedError, BlockingIOError):
+            n = 0
+        except OSError as err:
+            if err.errno in (errno.EPIPE, errno.EBADF):
+                self.broken = True
+                return False
+            raise
+        data = memoryview(frame_bytes)[n:]
         while data:
             try:
                 n = os.write(self.wfd, data)

@@ -71,7 +71,10 @@ def build_environ(meta, body, errors):
     scheme = meta.get("scheme") or "http"
     path = meta.get("path") or "/"
     # PEP 3333: the percent-decoded bytes as a latin-1 "native string".
-    path_info = unquote_to_bytes(_latin1(path)).decode("latin-1")
+    if "%" in path or not path.isascii():
+        path_info = unquote_to_bytes(_latin1(path)).decode("latin-1")
+    else:
+        path_info = path  # nothing to decode: the common case
     # An app mounted under a prefix (pool routes "/app/**"): like gunicorn, the SCRIPT_NAME
     # environment variable names the mount point and is moved from PATH_INFO to SCRIPT_NAME.
     script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
@@ -100,6 +103,7 @@ def build_environ(meta, body, errors):
         "rustworkers.forwarded": bool(meta.get("forwarded")),
     }
     host = None
+    has_length = False
     for name, value in meta.get("headers") or ():
         name = str(name).lower()
         value = str(value).strip()
@@ -109,6 +113,7 @@ def build_environ(meta, body, errors):
             environ["CONTENT_TYPE"] = value
             continue
         if name == "content-length":
+            has_length = True
             continue
         if "_" in name:
             continue  # ambiguous with '-' once mapped: dropped, as gunicorn/nginx do
@@ -118,7 +123,7 @@ def build_environ(meta, body, errors):
             environ[key] = environ[key] + sep + value
         else:
             environ[key] = value
-    if body or any(str(n).lower() == "content-length" for n, _ in meta.get("headers") or ()):
+    if body or has_length:
         environ["CONTENT_LENGTH"] = str(len(body))
     if meta.get("forwarded") and "CONTENT_TYPE" not in environ and meta.get("content_type"):
         environ["CONTENT_TYPE"] = meta["content_type"]
@@ -276,6 +281,15 @@ class WsgiWorker(Worker):
         call = WsgiCall(self.app, build_environ(frame.meta, frame.body, self.errors), self.log)
         try:
             call.begin()
+            if call.buffered() and not call.written and call.status is not None:
+                # `return [body]`, the common case: the whole body at once.
+                body = b"".join(call.result)
+                call.close()
+                code, pairs = call.head()
+                if 200 <= code <= 599:
+                    self.errors.flush()
+                    self._send(P.RESPONSE, rid, {"status": code, "headers": pairs}, body)
+                    return
             chunks = []
             chunk = call.next_chunk()
             if chunk is not None:
