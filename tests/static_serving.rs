@@ -221,6 +221,13 @@ fn ranges_give_206_and_416() {
     let r = request(&s.addr, "GET", "/static/big.bin", &[("Range", "bytes=5000000-5000099")], b"");
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &big[5_000_000..5_000_100]);
+    // A range big enough for sendfile, from an odd offset, and one ending at the file's end.
+    let r = request(&s.addr, "GET", "/static/big.bin", &[("Range", "bytes=3000001-3300000")], b"");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &big[3_000_001..3_300_001]);
+    let r = request(&s.addr, "GET", "/static/big.bin", &[("Range", "bytes=-200000")], b"");
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &big[big.len() - 200_000..]);
 }
 
 #[test]

@@ -24,6 +24,11 @@ use crate::http::{Phase, RequestReader};
 
 /// Bytes read from a file per turn when streaming it; also the socket read size.
 pub const IO_CHUNK: usize = 64 * 1024;
+/// File bodies from this size on go out with `sendfile` (after their head, in a write of
+/// its own); smaller ones are read into the head's write, one syscall for both.
+const SENDFILE_MIN: u64 = IO_CHUNK as u64;
+/// Most bytes one `sendfile` call is asked for: other connections get their turn.
+const SENDFILE_CHUNK: usize = 1 << 20;
 /// Most unanswered pipelined requests per connection before we stop reading.
 pub const MAX_PIPELINE: usize = 32;
 /// Most bytes read from one socket per turn: the reader only enforces its limits when
@@ -63,6 +68,21 @@ impl Write for Stream {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl Stream {
+    /// `sendfile(2)` from `file` at `offset` (advanced by what was sent): the kernel
+    /// copies file pages to the socket, nothing passes through user space.
+    fn send_file(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
+        let mut off = i64::try_from(*offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let sent = match self {
+            Stream::Tcp(s) => nix::sys::sendfile::sendfile64(&*s, file, Some(&mut off), count),
+            Stream::Unix(s) => nix::sys::sendfile::sendfile64(&*s, file, Some(&mut off), count),
+        }
+        .map_err(io::Error::from)?;
+        *offset += sent as u64;
+        Ok(sent)
     }
 }
 
@@ -519,6 +539,22 @@ impl Conn {
             if self.out_pos >= self.out.len() {
                 self.out.clear();
                 self.out_pos = 0;
+                match self.send_front_file() {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        self.last_write = now;
+                        self.writing = Writing::Ready;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if self.writing == Writing::Ready {
+                            self.writing = Writing::Blocked { since: now };
+                        }
+                        return Flush::Blocked;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Flush::Close,
+                }
                 self.writing = Writing::Ready;
                 return if closing { Flush::Close } else { Flush::Idle };
             }
@@ -545,6 +581,27 @@ impl Conn {
         }
     }
 
+    /// With `out` written: send the front slot's big file body with `sendfile` (`gather`
+    /// leaves those to it). -> bytes sent (0: nothing to send this way). A file that
+    /// shrank under its response is an error: its framing can no longer be kept.
+    fn send_front_file(&mut self) -> io::Result<usize> {
+        let Some(front) = self.slots.front_mut() else { return Ok(0) };
+        if !front.buf.is_empty() {
+            return Ok(0);
+        }
+        let Some(body) = front.file.as_mut() else { return Ok(0) };
+        let want = usize::try_from(body.remaining).unwrap_or(usize::MAX).min(SENDFILE_CHUNK);
+        let sent = self.stream.send_file(&body.file, &mut body.offset, want)?;
+        if sent == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank under its response"));
+        }
+        body.remaining = body.remaining.saturating_sub(sent as u64);
+        if body.remaining == 0 {
+            front.file = None;
+        }
+        Ok(sent)
+    }
+
     /// Move what is ready into `out`, front slot first, up to about one chunk: a head and
     /// its body, and pipelined responses, then leave in one write. `Ok(true)`: a response
     /// that closes the connection is in `out` (nothing after it is sent). `Err`: a file
@@ -564,6 +621,9 @@ impl Conn {
                 continue;
             }
             if let Some(body) = front.file.as_mut() {
+                if body.remaining >= SENDFILE_MIN {
+                    break; // `send_front_file` sends it once `out` is written
+                }
                 let start = self.out.len();
                 let want = usize::try_from(body.remaining).unwrap_or(usize::MAX).min(IO_CHUNK);
                 self.out.resize(start + want, 0);
