@@ -620,3 +620,88 @@ fn prefetched_requests_survive_their_workers_death() {
     }
     assert!(s.log().contains("3 prefetched request(s) unstarted: queued again"), "log:\n{}", s.log());
 }
+
+// ---------------------------------------------------------------- preload (fork-server)
+
+/// The parent pid and session id of a process, from /proc.
+fn ppid_and_sid(pid: i32) -> (i32, i32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    (f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0), f.get(3).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// The fork-server: the server's one child that is not a ready worker.
+fn forkserver_pid(s: &TestServer, workers: &[i32]) -> i32 {
+    let others: Vec<i32> = s.children().into_iter().filter(|p| !workers.contains(p)).collect();
+    assert_eq!(others.len(), 1, "expected one fork-server beside the workers {workers:?}: {others:?}; log:\n{}", s.log());
+    others[0]
+}
+
+/// Wait until `f` holds, or fail with `what` and the server's log.
+fn wait_until(s: &TestServer, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}; log:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn preloaded_workers_are_the_dispatchers_children_supervised_like_any_other() {
+    let mut s = fixture_server_n(2, "preload = true\nmax_restarts = 100");
+    let workers = s.wait_ready("fx", 2, READY);
+    let fs = forkserver_pid(&s, &workers);
+    assert_eq!(s.log_count("by the fork-server"), 2, "both workers forked by it; log:\n{}", s.log());
+    for &w in &workers {
+        let (ppid, sid) = ppid_and_sid(w);
+        assert_eq!(ppid, s.pid, "worker {w} is the dispatcher's child (subreaper)");
+        assert_eq!(sid, w, "worker {w} leads its own session");
+    }
+    // A killed worker is reaped and replaced from the fork-server, like any worker.
+    crate::util::kill(workers[0], libc::SIGKILL);
+    wait_until(&s, "the killed worker was not replaced", || {
+        let now = s.worker_pids("fx");
+        now.len() == 2 && !now.contains(&workers[0])
+    });
+    assert!(s.log().contains(&format!("(pid {}) was killed by signal 9", workers[0])), "log:\n{}", s.log());
+    assert_eq!(s.log_count("by the fork-server"), 3, "log:\n{}", s.log());
+    let replacement = *s.worker_pids("fx").iter().find(|p| !workers.contains(p)).unwrap();
+    assert_eq!(ppid_and_sid(replacement).0, s.pid);
+    assert_eq!(get(&s.addr, "/fx/pid").status, 200);
+    // A graceful stop leaves nothing behind: workers and the fork-server are reaped.
+    s.signal(libc::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(15)).expect("server did not stop");
+    assert!(status.success(), "{status:?}; log:\n{}", s.log());
+    for pid in [fs, workers[1], replacement] {
+        assert!(!pid_alive(pid), "pid {pid} outlived the server");
+    }
+}
+
+#[test]
+fn sigkill_of_the_forkserver_keeps_its_workers_and_a_new_one_takes_over() {
+    let s = fixture_server_n(2, "preload = true\nmax_restarts = 100");
+    let workers = s.wait_ready("fx", 2, READY);
+    let fs = forkserver_pid(&s, &workers);
+    crate::util::kill(fs, libc::SIGKILL);
+    wait_until(&s, "the fork-server's death was not reported", || {
+        s.log().contains(&format!("fork-server of pool fx (pid {fs}) was killed by signal 9"))
+    });
+    // Its workers serve on, untouched.
+    for _ in 0..4 {
+        let r = get(&s.addr, "/fx/pid");
+        assert_eq!(r.status, 200);
+        assert!(workers.contains(&(r.json()["pid"].as_i64().unwrap() as i32)));
+    }
+    wait_until(&s, "no new fork-server got ready", || s.log_count("fork-server of pool fx ready") == 2);
+    let workers_now = s.worker_pids("fx");
+    assert_eq!(workers_now, workers, "the workers were not restarted");
+    let fs2 = forkserver_pid(&s, &workers);
+    assert_ne!(fs2, fs);
+    crate::util::kill(workers[1], libc::SIGKILL);
+    wait_until(&s, "the killed worker was not replaced", || {
+        let now = s.worker_pids("fx");
+        now.len() == 2 && !now.contains(&workers[1])
+    });
+    assert_eq!(s.log_count("by the fork-server"), 3, "the replacement came from the new fork-server; log:\n{}", s.log());
+}

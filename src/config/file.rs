@@ -124,6 +124,7 @@ pub(super) struct FilePool {
     pub(super) factory: Option<bool>,
     pub(super) concurrency: Option<i64>,
     pub(super) prefetch: Option<i64>,
+    pub(super) preload: Option<bool>,
     #[serde(rename = "loop")]
     pub(super) event_loop: Option<String>,
     pub(super) lifespan: Option<String>,

@@ -277,6 +277,8 @@ pub struct PoolConfig {
     /// Requests a worker that serves them one at a time (HELLO `prefetch`) may be given
     /// beyond its credits while the pool has a queue; never more than it offers.
     pub prefetch: u32,
+    /// Python pools: import the app once in a fork-server that forks the workers.
+    pub preload: bool,
 }
 
 impl Config {

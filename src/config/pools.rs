@@ -173,6 +173,10 @@ pub(super) fn validate_pool(
             kwargs.insert(field.into(), value.into());
         }
     }
+    let preload = raw.preload.unwrap_or(false);
+    if preload && raw.python.is_none() && raw.wsgi.is_none() && raw.asgi.is_none() {
+        errs.push(invalid(k("preload"), "preload is for python, wsgi and asgi pools (a fork-server imports the app once)"));
+    }
     let prefetch = raw.prefetch.unwrap_or(DEFAULT_PREFETCH);
     if !(0..=MAX_PREFETCH).contains(&prefetch) {
         errs.push(invalid(k("prefetch"), format!("expected an integer in 0..={MAX_PREFETCH}, got {prefetch}")));
@@ -220,6 +224,7 @@ pub(super) fn validate_pool(
             "websocket_idle_timeout",
         ),
         prefetch: prefetch.clamp(0, MAX_PREFETCH) as u32,
+        preload,
     }
 }
 

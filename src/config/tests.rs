@@ -334,6 +334,7 @@ fn bad_numbers_and_timeouts() {
     );
     assert_err(&format!("{POOL}num_workers = 5000\n"), "pool[0].num_workers", 5, 15, "got 5000");
     assert_err(&format!("{POOL}prefetch = 65\n"), "pool[0].prefetch", 5, 12, "expected an integer in 0..=64, got 65");
+    assert_err(&format!("{POOL}preload = true\n"), "pool[0].preload", 5, 11, "python, wsgi and asgi pools");
     assert_err(&format!("{POOL}timeout = 0\n"), "pool[0].timeout", 5, 11, "> 0");
     assert_err(&format!("{POOL}stuck_timeout = -1.5\n"), "pool[0].stuck_timeout", 5, 17, "> 0");
     assert_err(&format!("{POOL}heartbeat_interval = 90\n"), "pool[0].heartbeat_interval", 5, 22, "stuck_timeout");

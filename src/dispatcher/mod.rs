@@ -20,6 +20,7 @@
 
 mod budget;
 mod connection;
+mod forkservers;
 mod handlers;
 mod keys;
 mod listeners;
@@ -73,6 +74,7 @@ const TAG_WORKER_REPLY: usize = 3;
 const TAG_WORKER_REQUEST: usize = 4;
 const TAG_WORKER_STDOUT: usize = 5;
 const TAG_WORKER_STDERR: usize = 6;
+const TAG_FORKSERVER: usize = 7;
 
 fn token(tag: usize, key: usize) -> Token {
     Token((key << TAG_BITS) | tag)
@@ -245,11 +247,43 @@ pub struct Dispatcher {
     /// Bodies refused for the budget, reported in one line at most every 10 s.
     budget_refusals: budget::Refusals,
     dirty: Dirty,
+    /// Fork-servers of `preload` pools, by pool index.
+    forkservers: Vec<forkservers::PoolForkServer>,
+    /// pid → pool, for reaping fork-servers.
+    forkserver_pids: HashMap<i32, PoolId>,
+    /// PR_SET_CHILD_SUBREAPER took: workers forked by a fork-server become our children.
+    /// Without it, `preload` pools start workers the ordinary way.
+    subreaper: bool,
+}
+
+/// Make the dispatcher a child subreaper (Linux) when a pool preloads, so the workers its
+/// fork-server double-forks become our children. Off elsewhere: orphaned grandchildren
+/// of a worker would otherwise become ours to reap.
+fn become_subreaper(config: &Config) -> bool {
+    if !config.pools.iter().any(|p| p.preload) {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        match nix::sys::prctl::set_child_subreaper(true) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("PR_SET_CHILD_SUBREAPER failed ({e}): preload pools start workers without a fork-server");
+                false
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        log::warn!("preload needs PR_SET_CHILD_SUBREAPER (Linux): pools start workers without a fork-server");
+        false
+    }
 }
 
 impl Dispatcher {
     /// Bind every address, set up signals, start every pool's workers.
     pub fn new(config: Config, ext: Extensions) -> Result<Dispatcher, RunError> {
+        let subreaper = become_subreaper(&config);
         for pool in &config.pools {
             if let crate::config::WorkerKind::Native(name) = &pool.worker
                 && !crate::worker::is_registered(name)
@@ -300,6 +334,9 @@ impl Dispatcher {
             budget_waiters: Vec::new(),
             budget_refusals: budget::Refusals::default(),
             dirty: Dirty::default(),
+            forkservers: Vec::new(),
+            forkserver_pids: HashMap::new(),
+            subreaper,
         };
         d.manage_pools(now);
         Ok(d)
@@ -327,6 +364,7 @@ impl Dispatcher {
                     (_, TAG_WORKER_REQUEST) => self.flush_worker(WorkerKey(key)),
                     (_, TAG_WORKER_STDOUT) => self.read_worker_output(WorkerKey(key), output::Which::Stdout),
                     (_, TAG_WORKER_STDERR) => self.read_worker_output(WorkerKey(key), output::Which::Stderr),
+                    (_, TAG_FORKSERVER) => self.forkserver_event(key),
                     _ => {} // sporadic events for closed tokens happen
                 }
             }
@@ -699,6 +737,7 @@ impl Dispatcher {
     fn fast_stop(&mut self, why: &str) {
         info!("{why}: fast stop: killing workers");
         let now = Instant::now();
+        self.stop_all_forkservers(now);
         for l in &mut self.listeners {
             let _ = self.poll.registry().deregister(l);
         }
@@ -738,6 +777,7 @@ impl Dispatcher {
                 } else {
                     self.stop_all_workers();
                 }
+                self.stop_all_forkservers(now);
                 for p in &mut self.pools {
                     p.stop();
                 }
@@ -765,12 +805,13 @@ impl Dispatcher {
 
     /// Last steps before returning from `run`: no child may be left behind.
     fn finish_stop(&mut self) {
-        if !self.workers.is_empty() {
+        self.stop_all_forkservers(Instant::now());
+        if !self.workers.is_empty() || !self.forkserver_pids.is_empty() {
             self.kill_all_workers();
             let deadline = Instant::now() + tuning::fast_stop_timeout(&self.config.server);
-            while !self.workers.is_empty() && Instant::now() < deadline {
+            while (!self.workers.is_empty() || !self.forkserver_pids.is_empty()) && Instant::now() < deadline {
                 self.reap_workers();
-                if !self.workers.is_empty() {
+                if !self.workers.is_empty() || !self.forkserver_pids.is_empty() {
                     // Blocking here is fine: the loop is over, and the children were
                     // SIGKILLed, so their exit is a matter of the kernel's scheduling.
                     std::thread::sleep(Duration::from_millis(5));

@@ -51,6 +51,8 @@ impl Dispatcher {
                         info!("SIGHUP: pool {} changed: starting new workers, retiring the old ones", cfg.name);
                         let old: Vec<WorkerKey> = self.pools[i].workers().collect();
                         let removed = self.pools[i].reconfigure(cfg.clone());
+                        // A new fork-server imports the (possibly new) app.
+                        self.stop_forkserver(super::PoolId(i), now);
                         for key in old.into_iter().chain(removed) {
                             self.retire_worker(key);
                         }
@@ -72,6 +74,7 @@ impl Dispatcher {
             if !seen && !self.pools[i].retired {
                 info!("SIGHUP: pool {} removed: retiring its workers", self.pools[i].name());
                 self.pools[i].retired = true;
+                self.stop_forkserver(super::PoolId(i), now);
                 let keys: Vec<WorkerKey> = self.pools[i].workers().collect();
                 for key in keys {
                     self.retire_worker(key);

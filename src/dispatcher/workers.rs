@@ -133,7 +133,7 @@ impl WorkerProc {
 }
 
 /// Build the spawn spec for one slot of a pool.
-fn spawn_spec(pool: &crate::config::PoolConfig, slot: usize) -> SpawnSpec {
+pub(super) fn spawn_spec(pool: &crate::config::PoolConfig, slot: usize) -> SpawnSpec {
     let mut env: Vec<(String, String)> = pool.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let program = match (&pool.worker, pool.worker.python_app()) {
         (WorkerKind::Native(name), _) => Program::Native { name: name.clone() },
@@ -168,6 +168,10 @@ impl Dispatcher {
             return;
         }
         for p in 0..self.pools.len() {
+            self.manage_forkserver(PoolId(p), now);
+            if self.forkserver_starting(PoolId(p)).is_some() {
+                continue; // its workers come from the fork-server once it has the app
+            }
             for slot in self.pools[p].slots_to_spawn(now) {
                 self.spawn_worker(PoolId(p), slot, now);
             }
@@ -181,7 +185,10 @@ impl Dispatcher {
         let pool = &self.pools[p.0];
         let name = format!("{}/{}", pool.name(), slot);
         let spec = spawn_spec(&pool.config, slot);
-        let spawned = match spawn::spawn_worker(&spec) {
+        let forked = self.fork_from_server(p, slot, now);
+        let how = if forked.is_some() { " by the fork-server" } else { "" };
+        let pool = &self.pools[p.0];
+        let spawned = match forked.map_or_else(|| spawn::spawn_worker(&spec), Ok) {
             Ok(s) => s,
             Err(e) => {
                 error!("worker {name} could not be started: {e}");
@@ -248,7 +255,7 @@ impl Dispatcher {
             max_frame_bytes: ipc::frame_limit_for_body(self.config.server.limits.max_body_bytes),
         };
         let config_sent = ipc::encode_json(&mut w.tx_buf, FrameType::Config, 0, &config, &[]);
-        info!("worker {} started (pid {})", w.name(), w.pid);
+        info!("worker {} started (pid {}){how}", w.name(), w.pid);
         self.pids.insert(w.pid.as_raw(), key);
         self.pools[p.0].occupy(slot, key);
         entry.insert(w);
@@ -791,13 +798,15 @@ impl Dispatcher {
 
     fn worker_reaped(&mut self, pid: Pid, exit: Exit) {
         let now = Instant::now();
-        let Some(key) = self.pids.remove(&pid.as_raw()) else {
-            debug!("reaped unknown child {pid}");
-            return;
-        };
         let how = match exit {
             Exit::Code(c) => format!("exited with status {c}"),
             Exit::Signal(s) => format!("was killed by signal {s} ({})", signal_name(s)),
+        };
+        let Some(key) = self.pids.remove(&pid.as_raw()) else {
+            if !self.forkserver_reaped(pid, &how) {
+                debug!("reaped unknown child {pid}");
+            }
+            return;
         };
         let was_ready = self.workers.get(key.0).is_some_and(|w| w.ready_at.is_some());
         self.worker_died(key, &how, now);

@@ -465,6 +465,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             websocket_idle_timeout: Duration::from_secs(60),
             prefetch: 0,
+            preload: false,
         })
     }
 

@@ -55,13 +55,62 @@ pub(super) struct Plan {
 /// `RLIMIT_NOFILE` is unlimited.
 const CLOSE_LOOP_CAP: libc::c_int = 1 << 20;
 
+/// The child's fds 3 and 4, as the parent holds them.
+#[derive(Debug)]
+pub(super) enum Channel {
+    /// A worker: frames in on a pipe (its fd 3), frames out on another (its fd 4).
+    Pipes { request_w: OwnedFd, reply_r: OwnedFd },
+    /// A fork-server: one Unix stream socket on both fds 3 and 4, so that pipe ends can
+    /// travel over it (SCM_RIGHTS).
+    Control(std::os::unix::net::UnixStream),
+}
+
+/// The parent's side of a spawned child, before it is wrapped for its use.
+pub(super) struct Spawned {
+    pub pid: Pid,
+    pub channel: Channel,
+    pub stdout_rx: mio::unix::pipe::Receiver,
+    pub stderr_rx: mio::unix::pipe::Receiver,
+}
+
 pub(super) fn spawn(plan: Plan) -> Result<SpawnedWorker, SpawnError> {
+    let target = plan.target.clone();
+    let s = spawn_with(plan, false)?;
+    let Channel::Pipes { request_w, reply_r } = s.channel else {
+        unreachable!("spawn_with(.., false) makes pipes")
+    };
+    let io = (|| -> std::io::Result<SpawnedWorker> {
+        let request_tx = mio::unix::pipe::Sender::from(request_w);
+        let reply_rx = mio::unix::pipe::Receiver::from(reply_r);
+        request_tx.set_nonblocking(true)?;
+        reply_rx.set_nonblocking(true)?;
+        Ok(SpawnedWorker { pid: s.pid, request_tx, reply_rx, stdout_rx: s.stdout_rx, stderr_rx: s.stderr_rx })
+    })();
+    io.map_err(|e| {
+        let _ = nix::sys::signal::kill(s.pid, nix::sys::signal::Signal::SIGKILL);
+        reap(s.pid);
+        SpawnError::Os { target, call: "set O_NONBLOCK", errno: e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO) }
+    })
+}
+
+pub(super) fn spawn_with(plan: Plan, control: bool) -> Result<Spawned, SpawnError> {
     let os = |call: &'static str, errno: Errno| SpawnError::Os { target: plan.target.clone(), call, errno };
 
     // (read end, write end) of each pipe; all CLOEXEC, the child's ends are dup2'ed onto
-    // 0..=4 (which clears CLOEXEC on the copies).
-    let (request_r, request_w) = cloexec_pipe().map_err(|e| os("pipe", e))?;
-    let (reply_r, reply_w) = cloexec_pipe().map_err(|e| os("pipe", e))?;
+    // 0..=4 (which clears CLOEXEC on the copies). A fork-server gets one socket instead
+    // of the two frame pipes.
+    let (channel, child_3, child_4) = if control {
+        let (parent, child) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+            os("socketpair", e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO))
+        })?;
+        let child = OwnedFd::from(child);
+        let child_dup = child.try_clone().map_err(|e| os("dup", e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO)))?;
+        (Channel::Control(parent), child, child_dup)
+    } else {
+        let (request_r, request_w) = cloexec_pipe().map_err(|e| os("pipe", e))?;
+        let (reply_r, reply_w) = cloexec_pipe().map_err(|e| os("pipe", e))?;
+        (Channel::Pipes { request_w, reply_r }, request_r, reply_w)
+    };
     let (stdout_r, stdout_w) = cloexec_pipe().map_err(|e| os("pipe", e))?;
     let (stderr_r, stderr_w) = cloexec_pipe().map_err(|e| os("pipe", e))?;
     let (error_r, error_w) = cloexec_pipe().map_err(|e| os("pipe", e))?;
@@ -87,8 +136,8 @@ pub(super) fn spawn(plan: Plan) -> Result<SpawnedWorker, SpawnError> {
             devnull.as_raw_fd(),
             stdout_w.as_raw_fd(),
             stderr_w.as_raw_fd(),
-            request_r.as_raw_fd(),
-            reply_w.as_raw_fd(),
+            child_3.as_raw_fd(),
+            child_4.as_raw_fd(),
         ],
         error_fd: error_w.as_raw_fd(),
         max_fd,
@@ -123,7 +172,7 @@ pub(super) fn spawn(plan: Plan) -> Result<SpawnedWorker, SpawnError> {
 
     // Close our copies of the child's ends: the reply/stdout/stderr pipes must see EOF when
     // the child dies, and the error pipe EOF when it execs.
-    drop((request_r, reply_w, stdout_w, stderr_w, devnull, error_w));
+    drop((child_3, child_4, stdout_w, stderr_w, devnull, error_w));
 
     if let Some(failure) = read_child_failure(&error_r) {
         reap(pid);
@@ -141,16 +190,12 @@ pub(super) fn spawn(plan: Plan) -> Result<SpawnedWorker, SpawnError> {
         });
     }
 
-    let worker = (|| -> std::io::Result<SpawnedWorker> {
-        let request_tx = mio::unix::pipe::Sender::from(request_w);
-        let reply_rx = mio::unix::pipe::Receiver::from(reply_r);
+    let worker = (|| -> std::io::Result<Spawned> {
         let stdout_rx = mio::unix::pipe::Receiver::from(stdout_r);
         let stderr_rx = mio::unix::pipe::Receiver::from(stderr_r);
-        request_tx.set_nonblocking(true)?;
-        reply_rx.set_nonblocking(true)?;
         stdout_rx.set_nonblocking(true)?;
         stderr_rx.set_nonblocking(true)?;
-        Ok(SpawnedWorker { pid, request_tx, reply_rx, stdout_rx, stderr_rx })
+        Ok(Spawned { pid, channel, stdout_rx, stderr_rx })
     })();
     worker.map_err(|e| {
         // The child is running but unusable; do not leave it behind.

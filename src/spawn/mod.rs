@@ -12,6 +12,7 @@
 
 mod child;
 mod fork;
+pub mod forkserver;
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
@@ -275,6 +276,34 @@ impl std::error::Error for SpawnError {}
 /// worker, is about to enter `native_main`); a failure of exec or of any setup step in the
 /// child is returned as an error with the child already reaped.
 pub fn spawn_worker(spec: &SpawnSpec) -> Result<SpawnedWorker, SpawnError> {
+    fork::spawn(plan(spec)?)
+}
+
+/// A fork-server as the dispatcher holds it: its control socket (its fds 3 and 4) and
+/// its output pipes.
+#[derive(Debug)]
+pub struct SpawnedForkServer {
+    pub pid: nix::unistd::Pid,
+    /// Blocking, close-on-exec; the fork-server reads requests and writes answers on it.
+    pub control: std::os::unix::net::UnixStream,
+    pub stdout_rx: mio::unix::pipe::Receiver,
+    pub stderr_rx: mio::unix::pipe::Receiver,
+}
+
+/// Starts a fork-server process as `spec` says (same environment, limits, user and cwd as
+/// a worker), with a Unix socket on its fds 3 and 4 in place of the frame pipes.
+pub fn spawn_forkserver(spec: &SpawnSpec) -> Result<SpawnedForkServer, SpawnError> {
+    let s = fork::spawn_with(plan(spec)?, true)?;
+    match s.channel {
+        fork::Channel::Control(control) => {
+            Ok(SpawnedForkServer { pid: s.pid, control, stdout_rx: s.stdout_rx, stderr_rx: s.stderr_rx })
+        }
+        fork::Channel::Pipes { .. } => unreachable!("spawn_with(.., true) makes a socket"),
+    }
+}
+
+/// Everything `fork::spawn` needs, resolved before the fork.
+fn plan(spec: &SpawnSpec) -> Result<fork::Plan, SpawnError> {
     let target = SpawnTarget { pool: spec.pool.clone(), worker_id: spec.worker_id, program: spec.program.to_string() };
     let invalid = |reason: String| SpawnError::Invalid { target: target.clone(), reason };
 
@@ -318,7 +347,7 @@ pub fn spawn_worker(spec: &SpawnSpec) -> Result<SpawnedWorker, SpawnError> {
     let creds = resolve_credentials(spec, &target)?;
     let memory_limit = spec.memory_limit_mb.map(|mb| mb.saturating_mul(1024 * 1024));
 
-    fork::spawn(fork::Plan { target, image, envp: fork::CStrArray::new(envp), cwd, creds, memory_limit })
+    Ok(fork::Plan { target, image, envp: fork::CStrArray::new(envp), cwd, creds, memory_limit })
 }
 
 /// uid, gid and supplementary groups to switch to, resolved before the fork (the lookups

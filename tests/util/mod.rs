@@ -481,3 +481,9 @@ pub fn status_of(raw: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(raw);
     text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
+
+/// Send `sig` to `pid` (a process the test started, directly or through the server).
+pub fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) with plain integers; a stale pid at worst signals nothing.
+    unsafe { libc::kill(pid, sig) };
+}

@@ -4,6 +4,7 @@
     python -m rustworkers worker pkg.mod:Class
     python -m rustworkers wsgi   pkg.mod:app     [--factory]
     python -m rustworkers asgi   pkg.mod:app     [--factory]
+    python -m rustworkers forkserver {worker|wsgi|asgi} TARGET [--factory]
 
 `--factory`: the target is a callable taking no arguments that returns the app.
 """
@@ -43,6 +44,9 @@ USAGE = ("usage: python -m rustworkers {worker pkg.mod:Class | wsgi pkg.mod:app 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["forkserver"]:
+        from .forkserver import serve
+        return serve(argv[1:])
     factory = "--factory" in argv
     if factory:
         argv.remove("--factory")
