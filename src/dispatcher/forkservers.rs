@@ -161,12 +161,12 @@ impl Dispatcher {
                         fs.state = ForkServerState::Ready;
                         info!("fork-server of pool {} ready (pid {})", self.pools[p.0].name(), ready.pid);
                         self.dirty.pools.push(p);
-                        self.manage_pools(now);
+                        self.dirty.manage = true;
                     }
                     _ => {
                         // EOF (it failed to import: its traceback is on its stderr) or junk.
                         self.stop_forkserver(p, now);
-                        self.manage_pools(now);
+                        self.dirty.manage = true;
                     }
                 }
             }

@@ -180,6 +180,15 @@ struct Dirty {
     replies: Vec<WorkerKey>,
     /// Output pipes with bytes left after their per-turn budget.
     output: Vec<WorkerKey>,
+    /// Slots may need workers. Spawning waits for `settle`: a worker reaped during the
+    /// event batch frees its slab key, and a worker spawned in the same batch would take
+    /// it over and receive the dead one's events still in the batch (its reply pipe's
+    /// EOF), and be taken for dead.
+    manage: bool,
+    /// Listeners with connections to accept, for the same reason: a connection closed
+    /// in the batch frees its key, and one accepted in the same batch would get its
+    /// stale events.
+    accept: Vec<usize>,
 }
 
 impl Dirty {
@@ -189,6 +198,8 @@ impl Dirty {
             && self.dying.is_empty()
             && self.replies.is_empty()
             && self.output.is_empty()
+            && !self.manage
+            && self.accept.is_empty()
     }
 }
 
@@ -358,7 +369,7 @@ impl Dispatcher {
                 let (tag, key) = split_token(event.token());
                 match (event.token(), tag) {
                     (SIGNALS, _) => self.handle_signals(),
-                    (_, TAG_LISTENER) => self.accept_all(key),
+                    (_, TAG_LISTENER) => self.dirty.accept.push(key),
                     (_, TAG_CONN) => self.conn_event(ConnKey(key), event.is_read_closed()),
                     (_, TAG_WORKER_REPLY) => self.read_worker_replies(WorkerKey(key), event.is_read_closed()),
                     (_, TAG_WORKER_REQUEST) => self.flush_worker(WorkerKey(key)),
@@ -390,6 +401,15 @@ impl Dispatcher {
             }
             for (key, why) in std::mem::take(&mut self.dirty.dying) {
                 self.worker_died(key, &why, now);
+            }
+            if std::mem::take(&mut self.dirty.manage) {
+                self.manage_pools(now);
+            }
+            let mut listeners = std::mem::take(&mut self.dirty.accept);
+            listeners.sort_unstable();
+            listeners.dedup();
+            for key in listeners {
+                self.accept_all(key);
             }
             let mut pools = std::mem::take(&mut self.dirty.pools);
             pools.sort_unstable();

@@ -87,13 +87,12 @@ impl Dispatcher {
         self.budget.set_limit(super::tuning::max_buffered_bytes(&new.server));
         self.config = new;
         info!("SIGHUP: configuration reloaded from {}", path.display());
-        self.manage_pools(now);
+        self.dirty.manage = true;
     }
 
     /// SIGTTIN (+1) / SIGTTOU (-1): one worker more or less in every pool, within
     /// 1..=MAX_NUM_WORKERS. Lasts until the next reload, which restores `num_workers`.
     pub(super) fn resize_pools(&mut self, delta: isize) {
-        let now = Instant::now();
         for p in 0..self.pools.len() {
             if self.pools[p].retired {
                 continue;
@@ -107,7 +106,7 @@ impl Dispatcher {
                 self.retire_worker(key);
             }
         }
-        self.manage_pools(now);
+        self.dirty.manage = true;
     }
 }
 

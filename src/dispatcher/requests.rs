@@ -661,7 +661,7 @@ impl Dispatcher {
         if self.pools[p.0].tick(now) {
             info!("pool {} recovered after recovery_interval: starting its workers", self.pools[p.0].name());
         }
-        self.manage_pools(now);
+        self.dirty.manage = true;
         if let Some(at) = next {
             self.arm_pool(p, at);
         }

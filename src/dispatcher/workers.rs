@@ -842,7 +842,7 @@ impl Dispatcher {
             info!("worker {name} (pid {pid}) {how}");
         }
         self.log_after_exit(p, &name, after, Some(&how));
-        self.manage_pools(now);
+        self.dirty.manage = true;
     }
 
     /// A worker died before HELLO: its held output is the reason. The first failure of
