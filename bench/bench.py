@@ -353,9 +353,12 @@ def git_rev(path):
     rc, top = run_quiet(["git", "-C", d, "rev-parse", "--show-toplevel"])
     if rc != 0:
         return None, None
+    code = ["--", "src", "workers", "Cargo.toml", "Cargo.lock"]
     _, rev = run_quiet(["git", "-C", top, "rev-parse", "--short", "HEAD"])
-    _, dirty = run_quiet(["git", "-C", top, "status", "--porcelain", "--", "src", "workers", "Cargo.toml", "Cargo.lock"])
-    return top, rev + (" + uncommitted changes in src/ or workers/" if dirty else "")
+    _, last = run_quiet(["git", "-C", top, "log", "-1", "--format=%h"] + code)
+    _, dirty = run_quiet(["git", "-C", top, "status", "--porcelain"] + code)
+    desc = rev + (f" (src/ and workers/ as of {last})" if last and last != rev else "")
+    return top, desc + (" + uncommitted changes in src/ or workers/" if dirty else "")
 
 
 def machine_info():
@@ -529,9 +532,10 @@ class Server:
 
 
 class Target:
-    def __init__(self, label, server, path, group, method="GET", check=None, ref=False, kind="http"):
+    def __init__(self, label, server, path, group, method="GET", check=None, ref=False, kind="http", vs=None):
         self.label, self.server, self.path, self.group = label, server, path, group
         self.method, self.check, self.ref, self.kind = method, check, ref, kind
+        self.vs = vs  # another Target: the ratio is against it instead of the group's reference
         self.failed = None
         self.runs = []
 
@@ -760,17 +764,23 @@ def suite_front(ctx):
     s = {
         "nginx": ctx.nginx_server("nginx", root),
         "rw": ctx.rw_server("rw-front", None, static=mount),
+        "echo": ctx.rw_server("rw-echo", 'native = "echo"', routes='["/echo/**"]'),
     }
+    rw_health = Target("rustworkers", s["rw"], "/health", "/health", check=check_status)
     t = [
         Target("nginx", s["nginx"], "/health", "/health", check=check_status, ref=True),
-        Target("rustworkers", s["rw"], "/health", "/health", check=check_status),
+        rw_health,
+        Target("rustworkers native `echo` pool", s["echo"], "/echo/x", "/echo/x (to a worker and back)",
+               check=check_status, vs=rw_health),
         Target("nginx", s["nginx"], "/static/f2k.txt", "static 2 KiB", check=check_file(small), ref=True),
         Target("rustworkers", s["rw"], "/static/f2k.txt", "static 2 KiB", check=check_file(small)),
         Target("nginx", s["nginx"], "/static/f1m.bin", "static 1 MiB", check=check_file(big), ref=True),
         Target("rustworkers", s["rw"], "/static/f1m.bin", "static 1 MiB", check=check_file(big)),
     ]
-    notes = ["rustworkers answers everything here in its one dispatcher thread (no pool); nginx has 2 worker "
-             "processes. Both answer `/health` with the same 26-byte JSON body."]
+    notes = ["rustworkers answers `/health` and static files in its one dispatcher thread (no pool); nginx has 2 "
+             "worker processes. Both answer `/health` with the same 26-byte JSON body. The native `echo` pool "
+             "(2 workers, a separate instance) shows what the pipe round trip to a worker costs against `/health` "
+             "answered in the dispatcher."]
     return (list(s.values()), t, "Front: /health and static files, rustworkers dispatcher vs nginx (reference: nginx)",
             notes)
 
@@ -902,6 +912,7 @@ def render_suite(name, title, servers, targets, header, ctx, la0, la1, elapsed, 
              f"p99 ms | errors | server CPU µs/{per} | PSS MiB | client CPU % |",
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     notes = list(suite_notes)
+    disturbed = []
     for t in targets:
         if t.failed or not t.runs:
             lines.append(f"| {t.label} | {t.group} | failed | | | | | | | | |")
@@ -910,8 +921,12 @@ def render_suite(name, title, servers, targets, header, ctx, la0, la1, elapsed, 
             continue
         rps = med([r["rps"] for r in t.runs])
         per_round = " / ".join(fmt_num(r["rps"]) for r in t.runs)
-        ref = refs.get(t.group)
-        ratio = "**1.00**" if t.ref else (f"{rps / ref:.2f}" if ref else "n/a")
+        if t.vs is not None:
+            ref = med([r["rps"] for r in t.vs.runs]) if t.vs.runs else None
+            ratio = f"{rps / ref:.2f} (vs {t.vs.label} {t.vs.group})" if ref else "n/a"
+        else:
+            ref = refs.get(t.group)
+            ratio = "**1.00**" if t.ref else (f"{rps / ref:.2f}" if ref else "n/a")
         cpu = med([r["cpu_us"] for r in t.runs])
         if t.server.split:
             cpu_s = (f"{cpu:.0f} = {med([r['cpu_disp_us'] for r in t.runs]):.0f} + "
@@ -939,8 +954,10 @@ def render_suite(name, title, servers, targets, header, ctx, la0, la1, elapsed, 
             notes.append(f"{t.label} ({t.group}): {errors} errors over {len(t.runs)} rounds{what}")
         busy = [r["other_pct"] for r in t.runs]
         if busy and max(busy) >= 25:
-            notes.append(f"{t.label} ({t.group}): other processes used CPU during its runs "
-                         f"({' / '.join(f'{x:.0f}' for x in busy)}% of a core): numbers disturbed")
+            disturbed.append(f"{t.label} {t.group} ({' / '.join(f'{x:.0f}' for x in busy)}%)")
+    if disturbed:
+        notes.append("Other processes on the machine used ≥ 25% of a core during some runs (per round, % of a "
+                     "core; those numbers are disturbed): " + "; ".join(disturbed))
     table = "\n".join(lines)
     others = [r["other_pct"] for t in targets for r in t.runs]
     softs = [r["softirq_pct"] for t in targets for r in t.runs]
