@@ -133,10 +133,10 @@ def tree_pss_mib(root):
 
 
 def sys_busy_ticks():
-    """user+nice+system ticks of the whole machine (softirq apart) from /proc/stat."""
+    """user+nice+system, softirq and steal ticks of the whole machine, from /proc/stat."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    return v[0] + v[1] + v[2], v[6]
+    return v[0] + v[1] + v[2], v[6], v[7]
 
 
 def set_subreaper():
@@ -791,13 +791,13 @@ def measure(load, target, duration):
     srv = target.server
     root = srv.proc.pid
     own0, tot0, _ = tree_cpu(root)
-    busy0, soft0 = sys_busy_ticks()
+    busy0, soft0, steal0 = sys_busy_ticks()
     me0 = os.times()
     w0 = time.monotonic()
     r = load.run(target, srv.port, duration)
     wall = time.monotonic() - w0
     own1, tot1, pids = tree_cpu(root)
-    busy1, soft1 = sys_busy_ticks()
+    busy1, soft1, steal1 = sys_busy_ticks()
     me1 = os.times()
     r["pss_mib"] = sum(pss_kib(p) for p in pids) / 1024.0
     r["procs"] = len(pids)
@@ -812,6 +812,7 @@ def measure(load, target, duration):
     other = (busy1 - busy0) / CLK - cpu - r["client_cpu_s"] - mine
     r["other_pct"] = max(0.0, other) * 100.0 / wall
     r["softirq_pct"] = (soft1 - soft0) / CLK * 100.0 / wall
+    r["steal_pct"] = (steal1 - steal0) / CLK * 100.0 / wall
     r["client_pct"] = r["client_cpu_s"] * 100.0 / duration
     r["server_pct"] = cpu * 100.0 / duration
     return r
@@ -961,6 +962,7 @@ def render_suite(name, title, servers, targets, header, ctx, la0, la1, elapsed, 
     table = "\n".join(lines)
     others = [r["other_pct"] for t in targets for r in t.runs]
     softs = [r["softirq_pct"] for t in targets for r in t.runs]
+    steals = [r["steal_pct"] for t in targets for r in t.runs]
     if ws:
         load_desc = (f"`python3 bench/tools/wsload.py ws://127.0.0.1:PORT/ws --conns {args.conns} --procs "
                      f"{args.ws_procs} --duration {args.duration:g} --size {args.ws_size}` (raw sockets, one "
@@ -974,7 +976,8 @@ def render_suite(name, title, servers, targets, header, ctx, la0, la1, elapsed, 
         f"- load average before / after: {' '.join(la0)} / {' '.join(la1)}; suite wall time {elapsed:.0f} s",
         f"- CPU outside the servers, the client and the harness during the runs: median "
         f"{fmt_num(med(others))}%, max {fmt_num(max(others) if others else float('nan'))}% of one core "
-        f"(softirq, i.e. loopback networking, apart: median {fmt_num(med(softs))}%)",
+        f"(softirq, i.e. loopback networking, apart: median {fmt_num(med(softs))}%; CPU stolen by the "
+        f"hypervisor: median {fmt_num(med(steals))}%, max {fmt_num(max(steals) if steals else float('nan'))}%)",
         "", "Servers (each started once for the suite, idle while another is measured):", ""]
     seen = set()
     for s in servers:
