@@ -614,7 +614,8 @@ class Ctx:
     def _cmd(self, name, argv, ready="/api/hello", cwd=None):
         def build(port):
             a = [x.replace("{port}", str(port)) for x in argv]
-            shown = " ".join(shlex.quote(os.path.basename(x) if x.startswith(self.venv_bin) else x) for x in a)
+            shown = " ".join(shlex.quote(os.path.basename(x) if x.startswith(self.venv_bin) else
+                                         x.replace("{port}", "PORT").replace(ROOT + os.sep, "")) for x in argv)
             return a, cwd, self.env(), f"`{shown}`"
         return Server(name, build, ready)
 
