@@ -709,7 +709,7 @@ def suite_python(ctx):
         "uhttp-workers runs with uhttp-server's `max_waiting_clients = 1024` (4th argument of "
         "`uhttp_hello.py`): with the default, 32, each connection past 32 makes it answer the oldest one 408 "
         "`Request Timeout, too many requests`, and with 64 wrk connections (reconnecting every 100 requests, "
-        "its keep-alive cap) about three answers in four were 408s. Its other defaults are kept.",
+        "its keep-alive cap) most answers (76-85%) were 408s. Its other defaults are kept.",
     ]
     return list(s.values()), t, "Python apps: hello-JSON and a 1 KiB POST echo (reference: granian WSGI)", notes
 
