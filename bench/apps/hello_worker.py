@@ -1,5 +1,6 @@
 """Hello-JSON worker for the rustworkers `python =` pool (the hello route of
-examples/items_worker.py), plus /api/pid for the respawn-time measurement."""
+examples/items_worker.py), POST /api/echo (the request body back, as bytes), plus /api/pid
+for the respawn-time measurement."""
 
 import os
 
@@ -10,6 +11,11 @@ class HelloWorker(Worker):
     @api("/api/hello", "GET")
     def hello(self, request):
         return {"hello": "world"}
+
+    @api("/api/echo", "POST")
+    def echo(self, request):
+        # A raw body (not form, not JSON) arrives as bytes; bytes go back as octet-stream.
+        return request.data or b""
 
     @api("/api/pid", "GET")
     def pid(self, request):

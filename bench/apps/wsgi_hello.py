@@ -1,4 +1,5 @@
-"""The same hello-JSON handler as a plain WSGI app (gunicorn and rustworkers `wsgi =`)."""
+"""The same hello-JSON handler as a plain WSGI app (gunicorn, granian and rustworkers `wsgi =`):
+GET /api/hello, POST /api/echo (the request body back), GET /api/pid."""
 
 import json
 import os
@@ -10,6 +11,11 @@ def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
     if path == "/api/hello":
         body = _HELLO
+    elif path == "/api/echo":
+        n = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(n) if n > 0 else b""
+        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+        return [body]
     elif path == "/api/pid":
         body = json.dumps({"pid": os.getpid()}).encode()
     else:
