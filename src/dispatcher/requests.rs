@@ -341,7 +341,7 @@ impl Dispatcher {
         if pool.is_degraded() {
             return Err((503, "service degraded", None));
         }
-        if pool.workers().next().is_none() {
+        if !pool.can_serve_soon(now) {
             return Err((503, "no worker available", Some(pool.retry_after(now))));
         }
         if pool.queue_len() >= self.config.server.max_pending {

@@ -408,6 +408,13 @@ impl Pool {
             .collect()
     }
 
+    /// Whether it has a worker or one is due to start now (a slot freed by a reap,
+    /// reload or resize in this loop turn, or waiting for the fork-server): requests
+    /// queue for it rather than being refused.
+    pub fn can_serve_soon(&self, now: Instant) -> bool {
+        self.workers().next().is_some() || !self.slots_to_spawn(now).is_empty()
+    }
+
     /// Seconds until a backing-off slot is due again (for Retry-After), at least 1.
     pub fn retry_after(&self, now: Instant) -> u64 {
         self.slots
