@@ -72,6 +72,25 @@ impl Write for Stream {
 }
 
 impl Stream {
+    /// Write with `MSG_MORE` on TCP: more data follows at once (a file body after its
+    /// head), so the kernel does not push a short segment for the head alone.
+    fn write_more(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Stream::Tcp(s) => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: send(2) on the socket we own, from a live slice with its length.
+                let n = unsafe {
+                    libc::send(s.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_MORE | libc::MSG_NOSIGNAL)
+                };
+                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+            }
+            #[cfg(not(target_os = "linux"))]
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
     /// `sendfile(2)` from `file` at `offset` (advanced by what was sent): the kernel
     /// copies file pages to the socket, nothing passes through user space.
     fn send_file(&mut self, file: &File, offset: &mut u64, count: usize) -> io::Result<usize> {
@@ -558,7 +577,14 @@ impl Conn {
                 self.writing = Writing::Ready;
                 return if closing { Flush::Close } else { Flush::Idle };
             }
-            match self.stream.write(&self.out[self.out_pos..]) {
+            let file_follows = self.out_pos < self.out.len()
+                && self.slots.front().is_some_and(|s| s.buf.is_empty() && s.file.as_ref().is_some_and(|f| f.remaining >= SENDFILE_MIN));
+            let wrote = if file_follows {
+                self.stream.write_more(&self.out[self.out_pos..])
+            } else {
+                self.stream.write(&self.out[self.out_pos..])
+            };
+            match wrote {
                 Ok(0) => return Flush::Close,
                 Ok(n) => {
                     self.out_pos += n;
