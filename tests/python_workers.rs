@@ -705,3 +705,42 @@ fn sigkill_of_the_forkserver_keeps_its_workers_and_a_new_one_takes_over() {
     });
     assert_eq!(s.log_count("by the fork-server"), 3, "the replacement came from the new fork-server; log:\n{}", s.log());
 }
+
+#[test]
+fn a_hung_forkserver_is_given_up_and_workers_start_without_it() {
+    let s = fixture_server_n(1, "preload = true\nmax_restarts = 100");
+    let workers = s.wait_ready("fx", 1, READY);
+    let fs = forkserver_pid(&s, &workers);
+    crate::util::kill(fs, libc::SIGSTOP);
+    crate::util::kill(workers[0], libc::SIGKILL);
+    wait_until(&s, "no replacement without the hung fork-server", || {
+        let now = s.worker_pids("fx");
+        now.len() == 1 && now[0] != workers[0]
+    });
+    let log = s.log();
+    assert!(log.contains("failed to fork a worker: no answer in time; starting it without"), "log:\n{log}");
+    wait_until(&s, "the hung fork-server was not killed and reaped", || !pid_alive(fs));
+    assert_eq!(get(&s.addr, "/fx/pid").status, 200);
+    // A new fork-server takes over later.
+    wait_until(&s, "no new fork-server", || s.log_count("fork-server of pool fx ready") == 2);
+}
+
+#[test]
+fn a_preload_pool_whose_app_does_not_import_degrades_with_the_cause() {
+    let s = start_pool(
+        "fx",
+        r#"routes = ["/fx/**"]
+python = "no_such_module_here:Worker"
+num_workers = 1
+max_restarts = 2
+restart_window = 60
+preload = true
+"#,
+    );
+    wait_until(&s, "the pool did not degrade", || s.log().contains("pool fx degraded"));
+    let log = s.log();
+    assert!(log.contains("preloading no_such_module_here:Worker failed"), "log:\n{log}");
+    assert!(log.contains("ModuleNotFoundError"), "log:\n{log}");
+    let r = get(&s.addr, "/fx/pid");
+    assert_eq!(r.status, 503, "{}", r.text());
+}

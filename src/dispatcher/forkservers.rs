@@ -23,7 +23,7 @@ use super::{Dispatcher, TAG_FORKSERVER, token, tuning};
 use crate::spawn::{self, SpawnedWorker};
 
 /// How long one fork request may take before the fork-server is given up on.
-const FORK_TIMEOUT: Duration = Duration::from_millis(500);
+const FORK_TIMEOUT: Duration = Duration::from_millis(250);
 /// Wait before starting a new fork-server after one died or failed.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
@@ -82,8 +82,8 @@ impl Dispatcher {
             self.forkservers.resize_with(p.0 + 1, PoolForkServer::default);
         }
         let pool = &self.pools[p.0];
-        if pool.retired || !pool.config.preload || !self.subreaper {
-            return;
+        if pool.retired || !pool.config.preload || !self.subreaper || pool.is_degraded() {
+            return; // a degraded pool starts nothing until it recovers or is reloaded
         }
         match &self.forkservers[p.0] {
             PoolForkServer::Running(fs) => {
