@@ -193,8 +193,10 @@ def response_head(message):
 # ---------------------------------------------------------------- output
 
 class Output:
-    """Whole frames to the reply pipe, in order, without blocking the loop: what the
-    pipe does not take now waits in `buf` and is written when fd 4 is writable."""
+    """Whole frames to the reply pipe, in order, without blocking the loop. Frames sent
+    during one turn of the event loop leave in one write at its end (`call_soon`): the
+    answers of every task that ran in that turn, for one syscall and one wake-up of the
+    dispatcher. What the pipe does not take waits in `buf` until fd 4 is writable."""
 
     def __init__(self, loop, wfd):
         self.loop = loop
@@ -203,20 +205,31 @@ class Output:
         self.broken = False
         self.on_broken = None
         self._waiters = []
+        self._flush_scheduled = False
+        self._writer_added = False
         os.set_blocking(wfd, False)
 
     def send(self, ftype, request_id=0, meta=None, body=b""):
         if self.broken:
             return False
-        data = P.encode_frame(ftype, request_id, meta, body)  # raises before any write
-        if self.buf:
-            self.buf += data
-            return True
-        n = self._write(data)
-        if n is not None and n < len(data):
-            self.buf += memoryview(data)[n:]
+        self.buf += P.encode_frame(ftype, request_id, meta, body)  # raises before any write
+        if not self._flush_scheduled and not self._writer_added:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return True
+
+    def _flush(self):
+        self._flush_scheduled = False
+        if self.broken or not self.buf or self._writer_added:
+            return
+        n = self._write(self.buf)
+        if n:
+            del self.buf[:n]
+        if self.buf and not self.broken:
+            self._writer_added = True
             self.loop.add_writer(self.wfd, self._on_writable)
-        return not self.broken
+        if len(self.buf) <= OUT_HIGH_WATER:
+            self._wake()
 
     def _write(self, data):
         try:
@@ -241,6 +254,7 @@ class Output:
         if n:
             del self.buf[:n]
         if not self.buf:
+            self._writer_added = False
             try:
                 self.loop.remove_writer(self.wfd)
             except (ValueError, OSError):
@@ -264,6 +278,7 @@ class Output:
         """At exit: write what is left, blocking (the dispatcher is reading)."""
         if self.broken or not self.buf:
             return
+        self._writer_added = False
         try:
             self.loop.remove_writer(self.wfd)
         except (ValueError, OSError):
