@@ -189,6 +189,9 @@ struct Dirty {
     /// in the batch frees its key, and one accepted in the same batch would get its
     /// stale events.
     accept: Vec<usize>,
+    /// Workers with WebSocket frames appended to their request pipe this turn: written
+    /// once, after every connection of the turn had its say.
+    tx: Vec<WorkerKey>,
 }
 
 impl Dirty {
@@ -200,6 +203,7 @@ impl Dirty {
             && self.output.is_empty()
             && !self.manage
             && self.accept.is_empty()
+            && self.tx.is_empty()
     }
 }
 
@@ -422,6 +426,12 @@ impl Dispatcher {
             conns.dedup();
             for key in conns {
                 self.service_conn(key, now);
+            }
+            let mut tx = std::mem::take(&mut self.dirty.tx);
+            tx.sort_unstable();
+            tx.dedup();
+            for key in tx {
+                self.flush_worker(key);
             }
             for key in std::mem::take(&mut self.dirty.replies) {
                 self.read_worker_replies(key, false);

@@ -273,7 +273,7 @@ impl Dispatcher {
         }
         let after = self.worker_backlog(worker);
         self.hold(before as u64, after as u64);
-        self.flush_worker(worker);
+        self.dirty.tx.push(worker); // written once per turn, with the other sockets' frames
     }
 }
 
