@@ -67,7 +67,19 @@ def _split_host(host, default_port):
     return host, default_port
 
 
-def build_environ(meta, body, errors):
+# The keys every environ has with the same value (PEP 3333), copied per request.
+_ENVIRON_BASE = {
+    "wsgi.version": (1, 0),
+    "wsgi.multithread": False,
+    "wsgi.multiprocess": True,
+    "wsgi.run_once": False,
+    "wsgi.input_terminated": True,
+}
+
+
+def build_environ(meta, body, errors, mount=None):
+    """PEP 3333 environ of one REQUEST. `mount`: the SCRIPT_NAME prefix (a worker reads
+    it from its environment once; None reads it now)."""
     scheme = meta.get("scheme") or "http"
     path = meta.get("path") or "/"
     # PEP 3333: the percent-decoded bytes as a latin-1 "native string".
@@ -77,12 +89,13 @@ def build_environ(meta, body, errors):
         path_info = path  # nothing to decode: the common case
     # An app mounted under a prefix (pool routes "/app/**"): like gunicorn, the SCRIPT_NAME
     # environment variable names the mount point and is moved from PATH_INFO to SCRIPT_NAME.
-    script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/")
+    script_name = os.environ.get("SCRIPT_NAME", "").rstrip("/") if mount is None else mount
     if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
         path_info = path_info[len(script_name):]
     else:
         script_name = ""
-    environ = {
+    environ = _ENVIRON_BASE.copy()
+    environ.update({
         "REQUEST_METHOD": meta.get("method") or "GET",
         "SCRIPT_NAME": script_name,
         "PATH_INFO": path_info,
@@ -90,18 +103,13 @@ def build_environ(meta, body, errors):
         "SERVER_PROTOCOL": "HTTP/%s" % (meta.get("http_version") or "1.1"),
         "REMOTE_ADDR": str(meta.get("remote_addr") or ""),
         "REMOTE_PORT": str(meta.get("remote_port") or ""),
-        "wsgi.version": (1, 0),
         "wsgi.url_scheme": scheme,
-        "wsgi.input": io.BytesIO(bytes(body)),
+        "wsgi.input": io.BytesIO(body),
         "wsgi.errors": errors,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "wsgi.input_terminated": True,
         "rustworkers.x_request_id": meta.get("x_request_id"),
         "rustworkers.context": meta.get("context"),
         "rustworkers.forwarded": bool(meta.get("forwarded")),
-    }
+    })
     host = None
     has_length = False
     for name, value in meta.get("headers") or ():
@@ -262,6 +270,8 @@ class WsgiWorker(Worker):
         self.app = app
         self.errors = ErrorStream(self.log)
         self._streams = {}  # request id -> _Stream being pumped
+        # SCRIPT_NAME mount point: the environment does not change under a worker.
+        self._mount = os.environ.get("SCRIPT_NAME", "").rstrip("/")
 
     def _format_log_name(self):
         name = getattr(self.app, "__name__", None) or type(self.app).__name__
@@ -278,7 +288,8 @@ class WsgiWorker(Worker):
 
     def _serve_frame(self, frame):
         rid = frame.request_id
-        call = WsgiCall(self.app, build_environ(frame.meta, frame.body, self.errors), self.log)
+        call = WsgiCall(self.app, build_environ(frame.meta, frame.body, self.errors, self._mount),
+                        self.log)
         try:
             call.begin()
             if call.buffered() and not call.written and call.status is not None:
