@@ -298,7 +298,9 @@ fn request_past_pool_timeout_is_504_worker_kept() {
 
 #[test]
 fn request_expiring_in_queue_is_504_and_never_reaches_a_worker() {
-    let s = chaos_server("num_workers = 1\ntimeout = 1", "", 1);
+    // prefetch = 0: the second request stays in the dispatcher's queue (the prefetch case,
+    // where it waits in the worker and is dropped there, is the next test).
+    let s = chaos_server("num_workers = 1\ntimeout = 1\nprefetch = 0", "", 1);
     let addr = s.addr.clone();
     let busy = std::thread::spawn(move || get(&addr, "/chaos/busy?sleep=2500").status);
     // Let the sleeper reach the worker first.
@@ -317,8 +319,32 @@ fn request_expiring_in_queue_is_504_and_never_reaches_a_worker() {
 }
 
 #[test]
+fn request_expiring_while_prefetched_is_504_and_never_starts() {
+    let s = chaos_server("num_workers = 1\ntimeout = 1", "", 1);
+    let addr = s.addr.clone();
+    let busy = std::thread::spawn(move || get(&addr, "/chaos/busy?sleep=2500").status);
+    let held = poll(Duration::from_secs(5), || (pool_status(&s, "chaos")["workers"][0]["in_hand"] == 1).then_some(()));
+    assert!(held.is_some(), "sleeper not in the worker");
+    let addr = s.addr.clone();
+    let queued = std::thread::spawn(move || get(&addr, "/chaos/queued?stdout=prefetched-request-started").status);
+    // Prefetched: the worker holds it beside the sleeper; the dispatcher's queue is empty.
+    let prefetched = poll(Duration::from_secs(5), || {
+        let p = pool_status(&s, "chaos");
+        (p["workers"][0]["in_hand"] == 2 && p["queue_depth"] == 0).then_some(())
+    });
+    assert!(prefetched.is_some(), "not prefetched: {}", pool_status(&s, "chaos"));
+    assert_eq!(queued.join().unwrap(), 504);
+    assert_eq!(busy.join().unwrap(), 504);
+    let idle = poll(Duration::from_secs(6), || (pool_status(&s, "chaos")["workers"][0]["in_hand"] == 0).then_some(()));
+    assert!(idle.is_some(), "{}", pool_status(&s, "chaos"));
+    assert_eq!(get(&s.addr, "/chaos/ok").status, 200);
+    assert!(!s.log().contains("prefetched-request-started"), "the expired request started:\n{}", s.log());
+}
+
+#[test]
 fn max_pending_exceeded_is_503() {
-    let s = chaos_server("num_workers = 1\ntimeout = 30", "max_pending = 1", 1);
+    // prefetch = 0: queued requests stay in the dispatcher's queue, which max_pending bounds.
+    let s = chaos_server("num_workers = 1\ntimeout = 30\nprefetch = 0", "max_pending = 1", 1);
     let a = s.addr.clone();
     let busy = std::thread::spawn(move || get(&a, "/chaos/busy?sleep=1500").status);
     assert!(

@@ -4,6 +4,7 @@
 //! timeout: no mio, so nothing in the child ever touches the dispatcher's inherited epoll.
 //! Heartbeats come only from this loop, so a handler that never returns stops them.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
@@ -89,12 +90,16 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
     }
     // WebSockets only from a dispatcher that speaks protocol 2.
     let websocket = worker.websocket() && ctx.config().protocol >= 2;
-    let hello = HelloMeta { pid: std::process::id(), credits: ctx.credits(), websocket, prefetch: 0 };
+    let hello = HelloMeta { pid: std::process::id(), credits: ctx.credits(), websocket, prefetch: PREFETCH };
     ctx.send_frame(FrameType::Hello, 0, &hello, b"");
     ctx.hello_sent = true;
     ctx.last_heartbeat = Instant::now();
 
     let mut stopping = false;
+    // Requests in hand but not started (HELLO `prefetch`: up to PREFETCH beyond the
+    // credits): they start in the order given, one per turn, while fewer than `credits`
+    // started ones are unanswered.
+    let mut queued: VecDeque<Frame> = VecDeque::new();
     loop {
         if let Some(err) = ctx.broken.take() {
             // The dispatcher closed our reply pipe: it is gone or killing us.
@@ -113,7 +118,11 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
             worker.on_tick(&mut ctx);
             continue;
         }
-        let timeout_ms = (interval - since).as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+        // A queued request that may start: look for new frames (a DISCONNECT for it) without
+        // waiting, then start it.
+        let startable = !queued.is_empty() && ctx.in_hand().count() - queued.len() < ctx.credits() as usize;
+        let timeout_ms =
+            if startable { 0 } else { (interval - since).as_millis().clamp(1, i32::MAX as u128) as libc::c_int };
 
         // Frames may already be buffered (read together with CONFIG): handle them first.
         let mut frames = match reader.buffered_frames() {
@@ -122,34 +131,31 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
         };
         if frames.is_empty() {
             if wait_fd(reader.fd, libc::POLLIN, timeout_ms) == 0 {
-                continue;
-            }
-            match reader.read_once() {
-                Ok(0) => {
-                    worker.teardown(&mut ctx);
-                    return 0;
+                if !startable {
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => return fatal(&e.to_string()),
+            } else {
+                match reader.read_once() {
+                    Ok(0) => {
+                        worker.teardown(&mut ctx);
+                        return 0;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return fatal(&e.to_string()),
+                }
+                frames = match reader.buffered_frames() {
+                    Ok(frames) => frames,
+                    Err(e) => return fatal(&e.to_string()),
+                };
             }
-            frames = match reader.buffered_frames() {
-                Ok(frames) => frames,
-                Err(e) => return fatal(&e.to_string()),
-            };
         }
         for frame in frames {
             match frame.kind {
                 FrameType::Request => {
-                    let meta = match frame.meta_json::<RequestMeta>() {
-                        Ok(m) => m,
-                        Err(e) => return fatal(&format!("bad REQUEST meta: {e}")),
-                    };
-                    let id = frame.request_id;
-                    ctx.accept_request(id);
-                    let req = WorkerRequest { id, meta, body: frame.body };
-                    if let Reply::Response { status, headers, body } = worker.handle(req, &mut ctx) {
-                        ctx.send_response(id, status, headers, &body);
-                    }
+                    // Started after this batch: a DISCONNECT for it in the same batch
+                    // (it expired while we were busy) drops it unstarted.
+                    ctx.accept_request(frame.request_id);
+                    queued.push_back(frame);
                 }
                 FrameType::WsOpen => {
                     let meta = match frame.meta_json::<WsOpenMeta>() {
@@ -189,7 +195,11 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
                 FrameType::Stop => stopping = true,
                 FrameType::Disconnect => {
                     ctx.forget(frame.request_id);
-                    worker.on_disconnect(frame.request_id, &mut ctx);
+                    let before = queued.len();
+                    queued.retain(|f| f.request_id != frame.request_id);
+                    if queued.len() == before {
+                        worker.on_disconnect(frame.request_id, &mut ctx);
+                    }
                 }
                 FrameType::Config => match frame.meta_json::<ConfigMeta>() {
                     Ok(c) => {
@@ -205,8 +215,35 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
                 other => return fatal(&format!("unexpected {} frame from dispatcher", other.name())),
             }
         }
+        // One queued request per turn, so frames about the next ones are read first.
+        if !queued.is_empty()
+            && ctx.in_hand().count() - queued.len() < ctx.credits() as usize
+            && let Some(frame) = queued.pop_front()
+            && let Err(code) = serve_request(worker.as_mut(), &mut ctx, frame)
+        {
+            return code;
+        }
         worker.on_tick(&mut ctx);
     }
+}
+
+/// HELLO `prefetch` of native workers: requests queued here beyond the credits.
+const PREFETCH: u32 = 16;
+
+/// Start one REQUEST: the worker's handler, and its answer if it gave one now.
+/// `Err(exit status)` for a REQUEST the dispatcher should never have sent.
+fn serve_request(worker: &mut dyn NativeWorker, ctx: &mut WorkerContext, frame: Frame) -> Result<(), i32> {
+    let meta = match frame.meta_json::<RequestMeta>() {
+        Ok(m) => m,
+        Err(e) => return Err(fatal(&format!("bad REQUEST meta: {e}"))),
+    };
+    let id = frame.request_id;
+    ctx.accept_request(id);
+    let req = WorkerRequest { id, meta, body: frame.body };
+    if let Reply::Response { status, headers, body } = worker.handle(req, ctx) {
+        ctx.send_response(id, status, headers, &body);
+    }
+    Ok(())
 }
 
 fn heartbeat_interval(config: &ConfigMeta) -> Duration {
