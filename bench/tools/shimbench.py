@@ -41,6 +41,9 @@ def main():
     ap.add_argument("--depth", type=int, default=1)
     ap.add_argument("--path", default="/api/hello")
     ap.add_argument("--profile", default=None)
+    ap.add_argument("--ws", type=int, default=0,
+                    help="WebSocket echo instead: this many sockets (WS_OPEN to --path /ws), "
+                         "each keeping --depth 64-byte text messages in flight")
     args = ap.parse_args()
     target = args.target or {"worker": "hello_worker:HelloWorker", "wsgi": "wsgi_hello:app",
                              "asgi": "asgi_hello:app"}[args.kind]
@@ -89,6 +92,8 @@ def main():
         for t, rid, meta, body in read_frames():
             if t == 16:
                 credits = json.loads(meta).get("credits", 1)
+    if args.ws:
+        return ws_bench(args, target, pid, req_w, read_frames)
     meta = {"method": "GET", "path": args.path, "query": None,
             "headers": [["host", "127.0.0.1"], ["user-agent", "wrk"]],
             "remote_addr": "127.0.0.1", "remote_port": 5555, "http_version": "1.1",
@@ -120,6 +125,54 @@ def main():
     print("%s %s: %d requests in %.2f s = %.0f req/s; worker CPU %.1f us/request; statuses %s"
           % (args.kind, target, args.n, elapsed, args.n / elapsed,
              (c1 - c0) / tick / args.n * 1e6, statuses))
+
+
+def ws_bench(args, target, pid, req_w, read_frames):
+    open_meta = {"method": "GET", "path": "/ws", "query": None,
+                 "headers": [["host", "127.0.0.1"], ["upgrade", "websocket"]],
+                 "remote_addr": "127.0.0.1", "remote_port": 5555, "http_version": "1.1",
+                 "x_request_id": "x", "forwarded": False, "context": None, "subprotocols": []}
+    socks = list(range(1, args.ws + 1))
+    for sid in socks:
+        os.write(req_w, frame(6, sid, open_meta))
+    accepted = set()
+    while len(accepted) < len(socks):
+        for t, rid, m, body in read_frames():
+            if t == 25:
+                accepted.add(rid)
+    msg = frame(7, 0, {"text": True}, b"x" * 64)
+    msgs = {sid: frame(7, sid, {"text": True}, b"x" * 64) for sid in socks}
+    del msg
+    total = args.n
+    sent = done = 0
+    t0 = time.perf_counter()
+    c0 = cpu_ticks(pid)
+    batch = []
+    for sid in socks:
+        for _ in range(max(1, args.depth)):
+            if sent < total:
+                batch.append(msgs[sid])
+                sent += 1
+    os.write(req_w, b"".join(batch))
+    while done < total:
+        out = []
+        for t, rid, m, body in read_frames():
+            if t == 26:
+                done += 1
+                if sent < total:
+                    out.append(msgs[rid])
+                    sent += 1
+        if out:
+            os.write(req_w, b"".join(out))
+    elapsed = time.perf_counter() - t0
+    c1 = cpu_ticks(pid)
+    os.write(req_w, frame(3, 0, None))
+    os.close(req_w)
+    os.waitpid(pid, 0)
+    tick = os.sysconf("SC_CLK_TCK")
+    print("%s %s ws x%d: %d messages in %.2f s = %.0f msg/s; worker CPU %.1f us/message"
+          % (args.kind, target, args.ws, total, elapsed, total / elapsed,
+             (c1 - c0) / tick / total * 1e6))
 
 
 if __name__ == "__main__":

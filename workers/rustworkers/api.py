@@ -425,11 +425,11 @@ class WebSocket:
         if self.state == "closed" or self._close_pending is not None:
             return False
         if isinstance(data, str):
-            meta, body = P.ws_message_meta(True), data.encode("utf-8")
+            meta, body = P.WS_TEXT_META, data.encode("utf-8")
         elif isinstance(data, (bytes, bytearray, memoryview)):
-            meta, body = P.ws_message_meta(False), bytes(data)
+            meta, body = P.WS_BINARY_META, bytes(data)
         else:
-            meta, body = P.ws_message_meta(True), json.dumps(data).encode("utf-8")
+            meta, body = P.WS_TEXT_META, json.dumps(data).encode("utf-8")
         if self._paused:
             self._queue.append((meta, body))
         else:

@@ -505,11 +505,11 @@ class WsCycle:
             if text is not None:
                 if not isinstance(text, str):
                     raise TypeError("websocket.send text must be str")
-                meta, body = P.ws_message_meta(True), text.encode("utf-8")
+                meta, body = P.WS_TEXT_META, text.encode("utf-8")
             else:
                 if not isinstance(data, (bytes, bytearray, memoryview)):
                     raise TypeError("websocket.send bytes must be bytes")
-                meta, body = P.ws_message_meta(False), data
+                meta, body = P.WS_BINARY_META, data
             await self._may_send()
             out.send(P.WS_MESSAGE_OUT, self.rid, meta, body)
         elif kind == "websocket.close":

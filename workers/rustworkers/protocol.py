@@ -111,6 +111,13 @@ def ws_message_meta(text):
     return {"text": bool(text)}
 
 
+# The two WS_MESSAGE metas, as serde_json writes them: encoded and decoded without json
+# on the per-message path.
+WS_TEXT_META = b'{"text":true}'
+WS_BINARY_META = b'{"text":false}'
+_KNOWN_META = {WS_TEXT_META: (("text", True),), WS_BINARY_META: (("text", False),)}
+
+
 def ws_close_meta(code=1000, reason=""):
     return {"code": int(code), "reason": str(reason or "")}
 
@@ -122,8 +129,8 @@ def ws_accept_meta(subprotocol=None, headers=()):
 def encode_ws_message(ftype, socket_id, data):
     """WS_MESSAGE / WS_MESSAGE_OUT: a str is a text message (UTF-8), bytes a binary one."""
     if isinstance(data, str):
-        return encode_frame(ftype, socket_id, ws_message_meta(True), data.encode("utf-8"))
-    return encode_frame(ftype, socket_id, ws_message_meta(False), data)
+        return encode_frame(ftype, socket_id, WS_TEXT_META, data.encode("utf-8"))
+    return encode_frame(ftype, socket_id, WS_BINARY_META, data)
 
 
 def encode_ws_accept(socket_id, subprotocol=None, headers=()):
@@ -210,6 +217,8 @@ class FrameDecoder:
         del buf[:total]
         if meta_len == 0:
             meta = {}
+        elif meta_b in _KNOWN_META:
+            meta = dict(_KNOWN_META[meta_b])
         else:
             try:
                 meta = json.loads(meta_b.decode("utf-8"))
