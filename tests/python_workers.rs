@@ -744,3 +744,30 @@ preload = true
     let r = get(&s.addr, "/fx/pid");
     assert_eq!(r.status, 503, "{}", r.text());
 }
+
+/// A request that expires (504) while prefetched behind a slow one never starts: after a
+/// slow handler the worker reads the pipe (and the DISCONNECT) before starting the next
+/// request it already holds.
+#[test]
+fn an_expired_prefetched_request_never_starts_in_a_python_worker() {
+    // A heartbeat interval longer than the slow handler: the heartbeat does not end the
+    // batch, only the batch window does.
+    let s = fixture_server("timeout = 1\nheartbeat_interval = 5");
+    let pid = s.wait_ready("fx", 1, READY)[0];
+    let in_hand = || pool_status(&s, "fx")["workers"][0]["in_hand"].as_u64().unwrap_or(0);
+    let addr = s.addr.clone();
+    let first = std::thread::spawn(move || get(&addr, "/fx/slow-silent?seconds=0.5").status);
+    wait_until(&s, "the first request never reached the worker", || in_hand() == 1);
+    // Both arrive while the worker is busy, so it reads them together: the slow one
+    // starts, the other waits in the worker (it would end the worker with status 7).
+    let addr = s.addr.clone();
+    let slow = std::thread::spawn(move || get(&addr, "/fx/slow-silent?seconds=2.5").status);
+    wait_until(&s, "the slow request was not prefetched", || in_hand() == 2);
+    let r = get(&s.addr, "/fx/exit?code=7");
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(first.join().unwrap(), 200);
+    assert_eq!(slow.join().unwrap(), 504);
+    wait_until(&s, "the worker did not finish the slow request", || in_hand() == 0);
+    assert_eq!(get(&s.addr, "/fx/pid").json()["pid"], pid, "the expired request ran; log:\n{}", s.log());
+    assert!(!s.log().contains("exited with status 7"), "log:\n{}", s.log());
+}

@@ -28,6 +28,9 @@ from .transport import Transport
 # sleep and a wake-up per request.
 PREFETCH = 16
 
+# Longest time prefetched requests are served back to back without reading the pipe.
+BATCH_WINDOW = 0.01
+
 # Exit status of a worker that failed to start (import, constructor, routes, setup(),
 # ASGI lifespan startup): non-zero so the dispatcher counts a failed start (restart
 # back-off, degraded pool). 3 is gunicorn's WORKER_BOOT_ERROR.
@@ -282,6 +285,7 @@ class Loop:
             if self.stopping and not can_take:
                 timeout = min(timeout, 0.05)
             events = self.sel.select(timeout)
+            polled = time.monotonic()
             readable, writable = set(), set()
             got_frames = False
             for key, mask in events:
@@ -305,11 +309,13 @@ class Loop:
                 served = True
                 # Prefetched requests already read are served back to back, without a
                 # poll between them, while nothing else (custom fds, streams, a due
-                # heartbeat) needs a turn.
+                # heartbeat) needs a turn, and for at most BATCH_WINDOW: after a slow
+                # handler the pipe is polled first, so a DISCONNECT for a request that
+                # expired meanwhile drops it unstarted.
                 batch = len(self.pending)
                 while batch and self.pending and not self.custom and not w._pumpable() \
                         and (w._accepting or self.stopping) and not tr.broken \
-                        and time.monotonic() < next_hb:
+                        and (now := time.monotonic()) < next_hb and now - polled < BATCH_WINDOW:
                     w._serve_frame(self.pending.popleft())
                     batch -= 1
             if not ran and w._pumpable():
