@@ -18,7 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::keys::PoolId;
-use super::output::{Capture, OutputPipe, Turn, Which};
+use super::output::{self, Capture, OutputPipe, Which};
 use super::{Dispatcher, TAG_FORKSERVER, token, tuning};
 use crate::spawn::{self, SpawnedWorker};
 
@@ -173,21 +173,9 @@ impl Dispatcher {
             CH_STDOUT | CH_STDERR => {
                 let which = if channel == CH_STDOUT { Which::Stdout } else { Which::Stderr };
                 let pipe = if channel == CH_STDOUT { &mut fs.stdout } else { &mut fs.stderr };
-                let Some(out) = pipe.as_mut() else { return };
                 // Only import-time output: a few bounded turns, then whatever is left
                 // waits (a fork-server that floods its pipe blocks itself, not us).
-                for _ in 0..16 {
-                    match fs.capture.read(out, which, &mut self.scratch, now) {
-                        Turn::More => continue,
-                        Turn::Drained => break,
-                        Turn::Eof => {
-                            if let Some(mut o) = pipe.take() {
-                                let _ = self.poll.registry().deregister(&mut o.rx);
-                            }
-                            break;
-                        }
-                    }
-                }
+                output::read_turns(&mut fs.capture, pipe, which, &mut self.scratch, self.poll.registry(), now, 16);
             }
             _ => {}
         }

@@ -238,6 +238,32 @@ impl Capture {
     }
 }
 
+/// Read up to `turns` budgeted turns from `pipe` (a dying worker's last words, a
+/// fork-server's import-time output); at EOF the pipe is deregistered and dropped.
+pub fn read_turns(
+    capture: &mut Capture,
+    pipe: &mut Option<OutputPipe>,
+    which: Which,
+    scratch: &mut [u8],
+    registry: &mio::Registry,
+    now: Instant,
+    turns: usize,
+) {
+    for _ in 0..turns {
+        let Some(out) = pipe.as_mut() else { return };
+        match capture.read(out, which, scratch, now) {
+            Turn::More => continue,
+            Turn::Drained => return,
+            Turn::Eof => {
+                if let Some(mut o) = pipe.take() {
+                    let _ = registry.deregister(&mut o.rx);
+                }
+                return;
+            }
+        }
+    }
+}
+
 pub fn log_line(name: &str, pid: i32, which: Which, line: &str) {
     match which {
         Which::Stderr => warn!(target: "worker", "[{name} pid={pid} stderr] {line}"),

@@ -758,24 +758,12 @@ impl Dispatcher {
     /// Read a dying worker's output pipes, bounded.
     fn drain_output(&mut self, key: WorkerKey, now: Instant) {
         for which in [Which::Stdout, Which::Stderr] {
-            for _ in 0..4 {
-                let Some(w) = self.workers.get_mut(key.0) else { return };
-                let pipe = match which {
-                    Which::Stdout => &mut w.stdout,
-                    Which::Stderr => &mut w.stderr,
-                };
-                let Some(out) = pipe.as_mut() else { break };
-                match w.capture.read(out, which, &mut self.scratch, now) {
-                    Turn::More => continue,
-                    Turn::Drained => break,
-                    Turn::Eof => {
-                        if let Some(mut o) = pipe.take() {
-                            let _ = self.poll.registry().deregister(&mut o.rx);
-                        }
-                        break;
-                    }
-                }
-            }
+            let Some(w) = self.workers.get_mut(key.0) else { return };
+            let pipe = match which {
+                Which::Stdout => &mut w.stdout,
+                Which::Stderr => &mut w.stderr,
+            };
+            super::output::read_turns(&mut w.capture, pipe, which, &mut self.scratch, self.poll.registry(), now, 4);
         }
     }
 
