@@ -771,3 +771,24 @@ fn an_expired_prefetched_request_never_starts_in_a_python_worker() {
     assert_eq!(get(&s.addr, "/fx/pid").json()["pid"], pid, "the expired request ran; log:\n{}", s.log());
     assert!(!s.log().contains("exited with status 7"), "log:\n{}", s.log());
 }
+
+/// A reload that turns `preload` on starts a fork-server, and the pool's new workers
+/// come from it (the dispatcher becomes a subreaper then).
+#[test]
+fn a_reload_that_turns_preload_on_starts_a_forkserver() {
+    let s = fixture_server("max_restarts = 100");
+    let old = s.wait_ready("fx", 1, READY);
+    assert_eq!(s.log_count("by the fork-server"), 0);
+    let path = s.dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    s.dir.write("config.toml", text.replace("num_workers = 1", "num_workers = 1\npreload = true"));
+    s.signal(libc::SIGHUP);
+    wait_until(&s, "no fork-server after the reload", || s.log_count("fork-server of pool fx ready") == 1);
+    wait_until(&s, "the pool's worker was not replaced from the fork-server", || {
+        let now = s.worker_pids("fx");
+        now.len() == 1 && now[0] != old[0] && s.log_count("by the fork-server") == 1
+    });
+    let w = s.worker_pids("fx")[0];
+    assert_eq!(ppid_and_sid(w).0, s.pid, "the forked worker is the dispatcher's child");
+    assert_eq!(get(&s.addr, "/fx/pid").json()["pid"], w);
+}

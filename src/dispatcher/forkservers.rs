@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 
 use super::keys::PoolId;
 use super::output::{self, Capture, OutputPipe, Which};
-use super::{Dispatcher, TAG_FORKSERVER, token, tuning};
+use super::{Dispatcher, Subreaper, TAG_FORKSERVER, token, tuning};
 use crate::spawn::{self, SpawnedWorker};
 
 /// How long one fork request may take before the fork-server is given up on.
@@ -82,9 +82,16 @@ impl Dispatcher {
             self.forkservers.resize_with(p.0 + 1, PoolForkServer::default);
         }
         let pool = &self.pools[p.0];
-        if pool.retired || !pool.config.preload || !self.subreaper || pool.is_degraded() {
+        if pool.retired || !pool.config.preload || pool.is_degraded() {
             return; // a degraded pool starts nothing until it recovers or is reloaded
         }
+        if self.subreaper == Subreaper::NotTried {
+            self.subreaper = super::become_subreaper(); // a reload added a preload pool
+        }
+        if self.subreaper != Subreaper::Yes {
+            return;
+        }
+        let pool = &self.pools[p.0];
         match &self.forkservers[p.0] {
             PoolForkServer::Running(fs) => {
                 if let ForkServerState::Starting { deadline } = fs.state
@@ -223,6 +230,15 @@ impl Dispatcher {
         debug!("fork-server of pool {} (pid {}) stopped", self.pools[p.0].name(), fs.pid);
         if !self.pools[p.0].retired && self.pools[p.0].config.preload {
             self.arm_pool(p, now + RESTART_DELAY);
+        }
+    }
+
+    /// A reload changed the pool: its fork-server (if any) goes, and a new one (if it
+    /// preloads now) starts right away rather than after `RESTART_DELAY`.
+    pub(super) fn replace_forkserver(&mut self, p: PoolId, now: Instant) {
+        self.stop_forkserver(p, now);
+        if let Some(slot) = self.forkservers.get_mut(p.0) {
+            *slot = PoolForkServer::None;
         }
     }
 

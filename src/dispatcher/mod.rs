@@ -266,39 +266,45 @@ pub struct Dispatcher {
     forkservers: Vec<forkservers::PoolForkServer>,
     /// pid → pool, for reaping fork-servers.
     forkserver_pids: HashMap<i32, PoolId>,
-    /// PR_SET_CHILD_SUBREAPER took: workers forked by a fork-server become our children.
+    /// PR_SET_CHILD_SUBREAPER: workers forked by a fork-server become our children.
     /// Without it, `preload` pools start workers the ordinary way.
-    subreaper: bool,
+    subreaper: Subreaper,
 }
 
-/// Make the dispatcher a child subreaper (Linux) when a pool preloads, so the workers its
-/// fork-server double-forks become our children. Off elsewhere: orphaned grandchildren
-/// of a worker would otherwise become ours to reap.
-fn become_subreaper(config: &Config) -> bool {
-    if !config.pools.iter().any(|p| p.preload) {
-        return false;
-    }
+/// Whether the dispatcher is a child subreaper, so the workers a fork-server double-forks
+/// become its children. It becomes one only when a pool preloads (at start or on the
+/// reload that adds one): otherwise orphaned grandchildren of workers are not its to reap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subreaper {
+    NotTried,
+    Yes,
+    /// Not possible here (said once): preload pools start workers without a fork-server.
+    Unavailable,
+}
+
+fn become_subreaper() -> Subreaper {
     #[cfg(target_os = "linux")]
     {
         match nix::sys::prctl::set_child_subreaper(true) {
-            Ok(()) => true,
+            Ok(()) => Subreaper::Yes,
             Err(e) => {
                 log::warn!("PR_SET_CHILD_SUBREAPER failed ({e}): preload pools start workers without a fork-server");
-                false
+                Subreaper::Unavailable
             }
         }
     }
     #[cfg(not(target_os = "linux"))]
     {
         log::warn!("preload needs PR_SET_CHILD_SUBREAPER (Linux): pools start workers without a fork-server");
-        false
+        Subreaper::Unavailable
     }
 }
 
 impl Dispatcher {
     /// Bind every address, set up signals, start every pool's workers.
     pub fn new(config: Config, ext: Extensions) -> Result<Dispatcher, RunError> {
-        let subreaper = become_subreaper(&config);
+        let subreaper =
+            if config.pools.iter().any(|p| p.preload) { become_subreaper() } else { Subreaper::NotTried };
         for pool in &config.pools {
             if let crate::config::WorkerKind::Native(name) = &pool.worker
                 && !crate::worker::is_registered(name)

@@ -51,8 +51,9 @@ impl Dispatcher {
                         info!("SIGHUP: pool {} changed: starting new workers, retiring the old ones", cfg.name);
                         let old: Vec<WorkerKey> = self.pools[i].workers().collect();
                         let removed = self.pools[i].reconfigure(cfg.clone());
-                        // A new fork-server imports the (possibly new) app.
-                        self.stop_forkserver(super::PoolId(i), now);
+                        // A new fork-server imports the (possibly new) app, at once: the
+                        // pool's new workers wait for it.
+                        self.replace_forkserver(super::PoolId(i), now);
                         for key in old.into_iter().chain(removed) {
                             self.retire_worker(key);
                         }
