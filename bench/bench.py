@@ -556,6 +556,17 @@ def check_hello(status, headers, body):
     return None
 
 
+def check_item(status, headers, body):
+    if status != 200:
+        return f"status {status}"
+    try:
+        if json.loads(body) != {"id": 42, "name": "item 42"}:
+            return f"body {body[:60]!r}"
+    except ValueError:
+        return f"not JSON: {body[:60]!r}"
+    return None
+
+
 def check_echo(status, headers, body):
     if status != 200:
         return f"status {status}"
@@ -700,6 +711,9 @@ def suite_python(ctx):
         Target("rustworkers `wsgi =`", s["rw_wsgi"], "/api/hello", "GET /api/hello", check=check_hello),
         Target("rustworkers `asgi =` (plain app)", s["rw_asgi"], "/api/hello", "GET /api/hello", check=check_hello),
         Target("uhttp-workers 1.8.1", s["uhttp"], "/api/hello", "GET /api/hello", check=check_hello),
+        Target("granian WSGI", s["granian"], "/api/items/42", "GET /api/items/42", check=check_item, ref=True),
+        Target("rustworkers `python =`", s["rw_py"], "/api/items/42", "GET /api/items/42", check=check_item),
+        Target("rustworkers `wsgi =`", s["rw_wsgi"], "/api/items/42", "GET /api/items/42", check=check_item),
         Target("granian WSGI", s["granian"], "/api/echo", "POST /api/echo (1 KiB)", method="POST",
                check=check_echo, ref=True),
         Target("rustworkers `python =`", s["rw_py"], "/api/echo", "POST /api/echo (1 KiB)", method="POST",
@@ -715,7 +729,7 @@ def suite_python(ctx):
         "`Request Timeout, too many requests`, and with 64 wrk connections (reconnecting every 100 requests, "
         "its keep-alive cap) most answers (76-85%) were 408s. Its other defaults are kept.",
     ]
-    return list(s.values()), t, "Python apps: hello-JSON and a 1 KiB POST echo (reference: granian WSGI)", notes
+    return list(s.values()), t, "Python apps: hello-JSON, an item by path parameter and a 1 KiB POST echo (reference: granian WSGI)", notes
 
 
 def suite_asgi(ctx):

@@ -1,5 +1,5 @@
 """The same hello-JSON handler as a plain WSGI app (gunicorn, granian and rustworkers `wsgi =`):
-GET /api/hello, POST /api/echo (the request body back), GET /api/pid."""
+GET /api/hello, GET /api/items/<int>, POST /api/echo (the request body back), GET /api/pid."""
 
 import json
 import os
@@ -16,6 +16,9 @@ def app(environ, start_response):
         body = environ["wsgi.input"].read(n) if n > 0 else b""
         start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
         return [body]
+    elif path.startswith("/api/items/") and path[11:].isdigit():
+        item_id = int(path[11:])
+        body = json.dumps({"id": item_id, "name": "item %d" % item_id}).encode()
     elif path == "/api/pid":
         body = json.dumps({"pid": os.getpid()}).encode()
     else:
