@@ -45,6 +45,10 @@ def _preload(kind, target):
     mod_name = target.split(":", 1)[0]
     if kind == "asgi":
         from . import asgi  # noqa: F401  (the adapter and asyncio, imported once)
+        try:
+            import uvloop  # noqa: F401  (imported, not started: each worker makes its loop)
+        except ImportError:
+            pass
     elif kind == "wsgi":
         from . import wsgi  # noqa: F401
     __import__(mod_name)
