@@ -321,3 +321,49 @@ fn fastapi_dependencies_and_background_tasks() {
         assert!(Instant::now() < deadline, "the background task never ran");
     }
 }
+
+/// A FastAPI pool with `preload = true`: its workers come from the fork-server (lifespan
+/// runs in each), serve, and a killed one is replaced from it.
+#[test]
+fn fastapi_preloaded_pool_serves_and_replaces_a_killed_worker() {
+    let s = TestServer::start(
+        r#"
+[server]
+bind = ["127.0.0.1:0"]
+access_log = "off"
+
+[[sync]]
+path = "/status"
+kind = "status"
+
+[[pool]]
+name = "fastapi"
+routes = ["/api/**"]
+asgi = "fastapi_fixture:app"
+module_path = ["{repo}/tests/fixtures/python"]
+num_workers = 2
+preload = true
+max_restarts = 100
+"#,
+    );
+    let workers = s.wait_ready("fastapi", 2, READY);
+    assert_eq!(workers.len(), 2, "asgi pool not ready; log:\n{}", s.log());
+    assert_eq!(s.log_count("by the fork-server"), 2, "log:\n{}", s.log());
+    let r = get(&s.addr, "/api/hello");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!({"hello": "world"}));
+    crate::util::kill(workers[0], libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = s.worker_pids("fastapi");
+        if now.len() == 2 && !now.contains(&workers[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the killed worker was not replaced; log:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(s.log_count("by the fork-server"), 3, "log:\n{}", s.log());
+    for _ in 0..4 {
+        assert_eq!(get(&s.addr, "/api/hello").status, 200);
+    }
+}
