@@ -93,6 +93,11 @@ pub fn fork_worker(sock: &mut UnixStream, worker_id: usize, timeout: Duration) -
         (_, Some(err)) => return Err(io::Error::other(format!("the fork-server could not fork: {err}"))),
         _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "answer without a pid")),
     };
+    // The worker was re-parented to us before the answer: a pid that is not our child
+    // (a confused or hostile fork-server) is never taken, so never signalled.
+    if parent_of(pid) != Some(nix::unistd::getpid()) {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("pid {pid} is not our child")));
+    }
     let request_tx = mio::unix::pipe::Sender::from(request_w);
     let reply_rx = mio::unix::pipe::Receiver::from(reply_r);
     let stdout_rx = mio::unix::pipe::Receiver::from(stdout_r);
@@ -104,6 +109,28 @@ pub fn fork_worker(sock: &mut UnixStream, worker_id: usize, timeout: Duration) -
     Ok(SpawnedWorker { pid, request_tx, reply_rx, stdout_rx, stderr_rx })
 }
 
+/// The parent pid of `pid`, from /proc (Linux; `None` elsewhere or if it is gone).
+fn parent_of(pid: Pid) -> Option<Pid> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses (which may hold anything): state, then ppid.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse::<i32>().ok().map(Pid::from_raw)
+}
+
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parent_of_reads_the_ppid_and_refuses_strangers() {
+        let me = nix::unistd::getpid();
+        assert_eq!(parent_of(me), Some(nix::unistd::getppid()));
+        // pid 1 is nobody's child here; a pid that does not exist has no parent.
+        assert_ne!(parent_of(Pid::from_raw(1)), Some(me));
+        assert_eq!(parent_of(Pid::from_raw(i32::MAX)), None);
+    }
 }
