@@ -545,26 +545,22 @@ class Target:
         self.runs = []
 
 
-def check_hello(status, headers, body):
-    if status != 200:
-        return f"status {status}"
-    try:
-        if json.loads(body) != HELLO:
-            return f"body {body[:60]!r}"
-    except ValueError:
-        return f"not JSON: {body[:60]!r}"
-    return None
+def check_json(expected):
+    """A check: 200 with exactly this JSON value."""
+    def check(status, headers, body):
+        if status != 200:
+            return f"status {status}"
+        try:
+            if json.loads(body) != expected:
+                return f"body {body[:60]!r}"
+        except ValueError:
+            return f"not JSON: {body[:60]!r}"
+        return None
+    return check
 
 
-def check_item(status, headers, body):
-    if status != 200:
-        return f"status {status}"
-    try:
-        if json.loads(body) != {"id": 42, "name": "item 42"}:
-            return f"body {body[:60]!r}"
-    except ValueError:
-        return f"not JSON: {body[:60]!r}"
-    return None
+check_hello = check_json(HELLO)
+check_item = check_json({"id": 42, "name": "item 42"})
 
 
 def check_echo(status, headers, body):

@@ -249,9 +249,10 @@ fn conformance_kit_passes_against_asgi_adapter() {
     assert!(stdout.contains("streamed response"), "stream case did not run:\n{stdout}");
 }
 
-/// The dedicated `asgi =` key: two workers, each serving `concurrency` requests at once.
-fn asgi_key_server() -> TestServer {
-    let s = TestServer::start(
+/// The dedicated `asgi =` key: a 2-worker FastAPI pool, with `pool_extra` keys
+/// (`concurrency`, `preload`, ...).
+fn asgi_key_server(pool_extra: &str) -> TestServer {
+    let s = TestServer::start(&format!(
         r#"
 [server]
 bind = ["127.0.0.1:0"]
@@ -266,18 +267,18 @@ kind = "status"
 name = "fastapi"
 routes = ["/api/**"]
 asgi = "fastapi_fixture:app"
-module_path = ["{repo}/tests/fixtures/python"]
+module_path = ["{{repo}}/tests/fixtures/python"]
 num_workers = 2
-concurrency = 150
-"#,
-    );
+{pool_extra}
+"#
+    ));
     assert_eq!(s.wait_ready("fastapi", 2, READY).len(), 2, "asgi pool not ready; log:\n{}", s.log());
     s
 }
 
 #[test]
 fn asgi_key_two_workers_serve_200_concurrent_sleeps_together() {
-    let s = asgi_key_server();
+    let s = asgi_key_server("concurrency = 150");
     // 200 clients at once, each awaiting asyncio.sleep(0.5): with 2 × 150 concurrency they
     // all sleep together (~0.5 s); one at a time per worker would take 50 s.
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(200));
@@ -301,7 +302,7 @@ fn asgi_key_two_workers_serve_200_concurrent_sleeps_together() {
 
 #[test]
 fn fastapi_dependencies_and_background_tasks() {
-    let s = asgi_key_server();
+    let s = asgi_key_server("concurrency = 150");
     let r = get(&s.addr, "/api/page?limit=3&offset=9");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), serde_json::json!({"limit": 3, "offset": 9}));
@@ -326,28 +327,8 @@ fn fastapi_dependencies_and_background_tasks() {
 /// runs in each), serve, and a killed one is replaced from it.
 #[test]
 fn fastapi_preloaded_pool_serves_and_replaces_a_killed_worker() {
-    let s = TestServer::start(
-        r#"
-[server]
-bind = ["127.0.0.1:0"]
-access_log = "off"
-
-[[sync]]
-path = "/status"
-kind = "status"
-
-[[pool]]
-name = "fastapi"
-routes = ["/api/**"]
-asgi = "fastapi_fixture:app"
-module_path = ["{repo}/tests/fixtures/python"]
-num_workers = 2
-preload = true
-max_restarts = 100
-"#,
-    );
+    let s = asgi_key_server("preload = true\nmax_restarts = 100");
     let workers = s.wait_ready("fastapi", 2, READY);
-    assert_eq!(workers.len(), 2, "asgi pool not ready; log:\n{}", s.log());
     assert_eq!(s.log_count("by the fork-server"), 2, "log:\n{}", s.log());
     let r = get(&s.addr, "/api/hello");
     assert_eq!(r.status, 200, "{}", r.text());

@@ -116,15 +116,20 @@ def main():
                 if sent < args.n:
                     os.write(req_w, reqs[sent])
                     sent += 1
+    elapsed, cpu_us = stop_worker(pid, req_w, t0, c0, args.n)
+    print("%s %s: %d requests in %.2f s = %.0f req/s; worker CPU %.1f us/request; statuses %s"
+          % (args.kind, target, args.n, elapsed, args.n / elapsed, cpu_us, statuses))
+
+
+def stop_worker(pid, req_w, t0, c0, count):
+    """End the measured run: -> (seconds elapsed, worker CPU µs per item); then STOP the
+    worker, close its pipe and reap it."""
     elapsed = time.perf_counter() - t0
-    c1 = cpu_ticks(pid)
+    cpu_us = (cpu_ticks(pid) - c0) / os.sysconf("SC_CLK_TCK") / count * 1e6
     os.write(req_w, frame(3, 0, None))
     os.close(req_w)
     os.waitpid(pid, 0)
-    tick = os.sysconf("SC_CLK_TCK")
-    print("%s %s: %d requests in %.2f s = %.0f req/s; worker CPU %.1f us/request; statuses %s"
-          % (args.kind, target, args.n, elapsed, args.n / elapsed,
-             (c1 - c0) / tick / args.n * 1e6, statuses))
+    return elapsed, cpu_us
 
 
 def ws_bench(args, target, pid, req_w, read_frames):
@@ -140,9 +145,7 @@ def ws_bench(args, target, pid, req_w, read_frames):
         for t, rid, m, body in read_frames():
             if t == 25:
                 accepted.add(rid)
-    msg = frame(7, 0, {"text": True}, b"x" * 64)
     msgs = {sid: frame(7, sid, {"text": True}, b"x" * 64) for sid in socks}
-    del msg
     total = args.n
     sent = done = 0
     t0 = time.perf_counter()
@@ -164,15 +167,9 @@ def ws_bench(args, target, pid, req_w, read_frames):
                     sent += 1
         if out:
             os.write(req_w, b"".join(out))
-    elapsed = time.perf_counter() - t0
-    c1 = cpu_ticks(pid)
-    os.write(req_w, frame(3, 0, None))
-    os.close(req_w)
-    os.waitpid(pid, 0)
-    tick = os.sysconf("SC_CLK_TCK")
+    elapsed, cpu_us = stop_worker(pid, req_w, t0, c0, total)
     print("%s %s ws x%d: %d messages in %.2f s = %.0f msg/s; worker CPU %.1f us/message"
-          % (args.kind, target, args.ws, total, elapsed, total / elapsed,
-             (c1 - c0) / tick / total * 1e6))
+          % (args.kind, target, args.ws, total, elapsed, total / elapsed, cpu_us))
 
 
 if __name__ == "__main__":

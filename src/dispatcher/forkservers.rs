@@ -65,14 +65,11 @@ pub(super) enum PoolForkServer {
 
 impl Dispatcher {
     /// Whether the pool's workers must wait (its fork-server is still importing the app).
-    pub(super) fn forkserver_starting(&self, p: PoolId) -> Option<Instant> {
-        match self.forkservers.get(p.0) {
-            Some(PoolForkServer::Running(fs)) => match fs.state {
-                ForkServerState::Starting { deadline } => Some(deadline),
-                ForkServerState::Ready => None,
-            },
-            _ => None,
-        }
+    pub(super) fn forkserver_starting(&self, p: PoolId) -> bool {
+        matches!(
+            self.forkservers.get(p.0),
+            Some(PoolForkServer::Running(fs)) if matches!(fs.state, ForkServerState::Starting { .. })
+        )
     }
 
     /// Start the pool's fork-server if it is a preload pool without one (and its retry

@@ -169,7 +169,7 @@ impl Dispatcher {
         }
         for p in 0..self.pools.len() {
             self.manage_forkserver(PoolId(p), now);
-            if self.forkserver_starting(PoolId(p)).is_some() {
+            if self.forkserver_starting(PoolId(p)) {
                 continue; // its workers come from the fork-server once it has the app
             }
             for slot in self.pools[p].slots_to_spawn(now) {
@@ -182,13 +182,12 @@ impl Dispatcher {
     }
 
     fn spawn_worker(&mut self, p: PoolId, slot: usize, now: Instant) {
-        let pool = &self.pools[p.0];
-        let name = format!("{}/{}", pool.name(), slot);
-        let spec = spawn_spec(&pool.config, slot);
+        let name = format!("{}/{}", self.pools[p.0].name(), slot);
         let forked = self.fork_from_server(p, slot, now);
         let how = if forked.is_some() { " by the fork-server" } else { "" };
         let pool = &self.pools[p.0];
-        let spawned = match forked.map_or_else(|| spawn::spawn_worker(&spec), Ok) {
+        // The ordinary spawn's spec (command line, shim lookup) only when it is needed.
+        let spawned = match forked.map_or_else(|| spawn::spawn_worker(&spawn_spec(&pool.config, slot)), Ok) {
             Ok(s) => s,
             Err(e) => {
                 error!("worker {name} could not be started: {e}");

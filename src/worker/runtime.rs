@@ -120,7 +120,7 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
         }
         // A queued request that may start: look for new frames (a DISCONNECT for it) without
         // waiting, then start it.
-        let startable = !queued.is_empty() && ctx.in_hand().count() - queued.len() < ctx.credits() as usize;
+        let startable = may_start(&ctx, &queued);
         let timeout_ms =
             if startable { 0 } else { (interval - since).as_millis().clamp(1, i32::MAX as u128) as libc::c_int };
 
@@ -216,8 +216,7 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
             }
         }
         // One queued request per turn, so frames about the next ones are read first.
-        if !queued.is_empty()
-            && ctx.in_hand().count() - queued.len() < ctx.credits() as usize
+        if may_start(&ctx, &queued)
             && let Some(frame) = queued.pop_front()
             && let Err(code) = serve_request(worker.as_mut(), &mut ctx, frame)
         {
@@ -225,6 +224,12 @@ pub fn run_worker(mut worker: Box<dyn NativeWorker>, request_fd: RawFd, reply_fd
         }
         worker.on_tick(&mut ctx);
     }
+}
+
+/// Whether the next queued request may start: fewer than `credits` started ones (in hand
+/// and not queued) are unanswered.
+fn may_start(ctx: &WorkerContext, queued: &VecDeque<Frame>) -> bool {
+    !queued.is_empty() && ctx.in_hand().count() - queued.len() < ctx.credits() as usize
 }
 
 /// HELLO `prefetch` of native workers: requests queued here beyond the credits.
