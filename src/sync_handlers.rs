@@ -37,6 +37,8 @@ pub struct ServerStatus {
     pub pid: u32,
     pub uptime_seconds: f64,
     pub connections: usize,
+    /// Event loops of the dispatcher (`[server] threads`).
+    pub loops: usize,
     pub draining: bool,
     pub pools: Vec<PoolStatus>,
     #[serde(skip)]
@@ -143,6 +145,15 @@ pub fn metrics(s: &ServerStatus) -> SyncResponse {
         out,
         "# TYPE rustworkers_bad_requests_total counter\nrustworkers_bad_requests_total {}",
         m.bad_requests
+    );
+    let _ = writeln!(out, "# TYPE rustworkers_loop_requests_total counter");
+    for (i, n) in m.loop_requests.iter().enumerate() {
+        let _ = writeln!(out, "rustworkers_loop_requests_total{{loop=\"{i}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# TYPE rustworkers_handoffs_total counter\nrustworkers_handoffs_total {}",
+        m.handoffs_total
     );
     let _ = writeln!(out, "# TYPE rustworkers_connections gauge\nrustworkers_connections {}", s.connections);
     let _ = writeln!(out, "# TYPE rustworkers_pool_responses_total counter");

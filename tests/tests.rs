@@ -8,6 +8,7 @@ mod django;
 mod hostile;
 mod http_front;
 mod lifecycle;
+mod loops;
 mod pools;
 mod python_unit;
 mod python_workers;

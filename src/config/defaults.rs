@@ -34,6 +34,8 @@ pub const MIN_MAX_CONNECTION_BUFFER: usize = 64 * 1024;
 pub const DEFAULT_BODY_MIN_RATE: u64 = 1024;
 /// `server.fast_stop_timeout`, seconds.
 pub const DEFAULT_FAST_STOP_TIMEOUT: f64 = 2.0;
+/// Upper bound of `server.threads`.
+pub const MAX_THREADS: usize = 64;
 /// `server.access_log`.
 pub const DEFAULT_ACCESS_LOG: AccessLog = AccessLog::Combined;
 /// `server.limits.max_request_line`, bytes.

@@ -39,6 +39,7 @@ pub(super) struct FileServer {
     pub(super) max_connection_buffer: Option<Bytes>,
     pub(super) body_min_rate: Option<Bytes>,
     pub(super) fast_stop_timeout: Option<Seconds>,
+    pub(super) threads: Option<FileThreads>,
     #[serde(default)]
     pub(super) limits: FileLimits,
 }
@@ -199,6 +200,36 @@ impl<'de> Deserialize<'de> for Bytes {
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Bytes, E> {
                 Ok(Bytes(v))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// `server.threads`: an integer, or a word (only `"auto"` is valid; checked later so the
+/// error names the key).
+#[derive(Debug, Clone)]
+pub(super) enum FileThreads {
+    Count(i64),
+    Word(String),
+}
+
+impl<'de> Deserialize<'de> for FileThreads {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = FileThreads;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer or \"auto\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<FileThreads, E> {
+                Ok(FileThreads::Count(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<FileThreads, E> {
+                Ok(FileThreads::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<FileThreads, E> {
+                Ok(FileThreads::Word(v.to_string()))
             }
         }
         deserializer.deserialize_any(Visitor)

@@ -85,6 +85,16 @@ pub struct ServerConfig {
     pub body_min_rate: u64,
     /// After a fast stop (QUIT), how long to wait for killed workers to be reaped.
     pub fast_stop_timeout: Duration,
+    /// Event loops of the dispatcher.
+    pub threads: Threads,
+}
+
+/// `server.threads`: how many event loops the dispatcher runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// One per core, or one when a pool runs native workers (see `dispatcher::tuning::loops`).
+    Auto,
+    Fixed(usize),
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::{FileAccessLog, FileServer, Seconds};
+use super::file::{FileAccessLog, FileServer, FileThreads, Seconds};
 use super::validate::*;
 use super::*;
 
@@ -104,6 +104,22 @@ pub(super) fn validate_server(raw: FileServer, base_dir: &Path, errs: &mut Probl
             DEFAULT_FAST_STOP_TIMEOUT,
             "server.fast_stop_timeout",
         ),
+        threads: errs.or(threads(raw.threads), Threads::Auto),
+    }
+}
+
+fn threads(raw: Option<FileThreads>) -> Check<Threads> {
+    const KEY: &str = "server.threads";
+    match raw {
+        None => Ok(Threads::Auto),
+        Some(FileThreads::Word(w)) if w == "auto" => Ok(Threads::Auto),
+        Some(FileThreads::Word(w)) => {
+            Err(invalid(KEY, format!("expected an integer from 1 to {MAX_THREADS} or \"auto\", got {w:?}")))
+        }
+        Some(FileThreads::Count(n)) => match usize::try_from(n) {
+            Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(Threads::Fixed(n)),
+            _ => Err(invalid(KEY, format!("expected an integer from 1 to {MAX_THREADS} or \"auto\", got {n}"))),
+        },
     }
 }
 

@@ -735,3 +735,17 @@ fn many_unknown_keys_are_all_reported() {
     assert_eq!(errs.len(), 50);
     assert_eq!(errs[49].line, Some(51));
 }
+
+#[test]
+fn threads_is_auto_a_count_and_never_more_than_one_with_native_pools() {
+    assert_eq!(parse("").unwrap().server.threads, Threads::Auto);
+    assert_eq!(parse("[server]\nthreads = \"auto\"\n").unwrap().server.threads, Threads::Auto);
+    assert_eq!(parse("[server]\nthreads = 4\n").unwrap().server.threads, Threads::Fixed(4));
+    assert_err("[server]\nthreads = 0\n", "server.threads", 2, 11, "from 1 to 64");
+    assert_err("[server]\nthreads = 65\n", "server.threads", 2, 11, "from 1 to 64");
+    assert_err("[server]\nthreads = \"many\"\n", "server.threads", 2, 11, "\"many\"");
+    let native = format!("[server]\nthreads = 2\n{POOL}");
+    assert_err(&native, "server.threads", 2, 11, "pool[0] forks native workers");
+    let one = format!("[server]\nthreads = 1\n{POOL}");
+    assert_eq!(parse(&one).unwrap().server.threads, Threads::Fixed(1));
+}

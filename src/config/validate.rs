@@ -83,6 +83,18 @@ pub(super) fn validate(raw: FileConfig, source: &str, base_dir: &Path) -> Result
         let pool = validate_pool(file, &format!("pool[{i}]"), base_dir, &server.limits, &pools, &mut errs);
         pools.push(pool);
     }
+    if let Threads::Fixed(n) = server.threads
+        && n > 1
+        && let Some(p) = pools.iter().position(|p| matches!(p.worker, WorkerKind::Native(_)))
+    {
+        errs.push(invalid(
+            "server.threads",
+            format!(
+                "expected 1 (or \"auto\") with native pools, got {n}: pool[{p}] forks native workers from the \
+                 dispatcher without exec, which a multi-threaded process cannot do safely"
+            ),
+        ));
+    }
     if errs.count() > 0 {
         return Err(errs.0);
     }

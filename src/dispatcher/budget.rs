@@ -4,33 +4,49 @@
 //! 503 and no new request is handed to a worker (whose answer would need room), so the
 //! total stays within the formula in docs/config.md whatever clients and workers do.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// One loop's handle on the budget. With more than one event loop (`[server] threads`)
+/// every loop counts into the same total; each keeps its own copy of the limit (set by
+/// the config it runs).
 #[derive(Debug)]
 pub struct Budget {
     limit: u64,
-    used: u64,
+    used: Arc<AtomicU64>,
 }
 
 impl Budget {
+    #[cfg(test)]
     pub fn new(limit: u64) -> Budget {
-        Budget { limit, used: 0 }
+        Budget::shared(limit, Arc::default())
+    }
+
+    /// A budget counting into `used`, which other loops count into too.
+    pub fn shared(limit: u64, used: Arc<AtomicU64>) -> Budget {
+        Budget { limit, used }
     }
 
     /// Whether `more` bytes fit under the limit now.
     pub fn fits(&self, more: u64) -> bool {
-        self.used.saturating_add(more) <= self.limit
+        self.used().saturating_add(more) <= self.limit
     }
 
     pub fn exhausted(&self) -> bool {
-        self.used >= self.limit
+        self.used() >= self.limit
     }
 
     /// An owner's holding changed from `before` to `after` bytes.
     pub fn change(&mut self, before: u64, after: u64) {
-        self.used = self.used.saturating_sub(before).saturating_add(after);
+        if before == after {
+            return;
+        }
+        // Saturating, as a miscount must not wrap into "exhausted forever".
+        let _ = self.used.fetch_update(Relaxed, Relaxed, |u| Some(u.saturating_sub(before).saturating_add(after)));
     }
 
     pub fn used(&self) -> u64 {
-        self.used
+        self.used.load(Relaxed)
     }
 
     pub fn set_limit(&mut self, limit: u64) {

@@ -3,17 +3,41 @@
 
 use std::time::Instant;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::Dispatcher;
+use super::loops::Role;
 use crate::auth::{self, AuthDecision};
 use crate::config::{SyncKind, SyncRoute};
 use crate::http::Request;
 use crate::sync_handlers::{self, PoolStatus, ServerStatus, SyncResponse};
 
 impl Dispatcher {
-    /// A snapshot of the server for `status`, `health`, `metrics` and custom handlers.
+    /// A snapshot of the server for `status`, `health`, `metrics` and custom handlers. A
+    /// front loop reports the pools as the main loop last published them.
     pub(super) fn server_status(&self, now: Instant) -> ServerStatus {
-        let pools = self
-            .pools
+        let (pools, main_draining) = match self.role {
+            Role::Main(_) => (self.pool_statuses(now), false),
+            Role::Front(_) => {
+                let view = self.shared.pools();
+                (view.pools.clone(), view.draining)
+            }
+        };
+        ServerStatus {
+            version: env!("CARGO_PKG_VERSION"),
+            pid: std::process::id(),
+            uptime_seconds: now.duration_since(self.started).as_secs_f64(),
+            connections: self.shared.open_conns.load(Relaxed),
+            loops: self.shared.loops(),
+            draining: self.phase != super::Phase::Running || main_draining,
+            pools,
+            metrics: self.shared.metrics(),
+        }
+    }
+
+    /// The pools' state, as the main loop sees it.
+    pub(super) fn pool_statuses(&self, now: Instant) -> Vec<PoolStatus> {
+        self.pools
             .iter()
             .filter(|p| !p.retired)
             .map(|p| {
@@ -32,16 +56,7 @@ impl Dispatcher {
                     workers,
                 }
             })
-            .collect();
-        ServerStatus {
-            version: env!("CARGO_PKG_VERSION"),
-            pid: std::process::id(),
-            uptime_seconds: now.duration_since(self.started).as_secs_f64(),
-            connections: self.conns.len(),
-            draining: self.phase != super::Phase::Running,
-            pools,
-            metrics: self.metrics.clone(),
-        }
+            .collect()
     }
 
     pub(super) fn run_sync_handler(&self, route: &SyncRoute, req: &Request, now: Instant) -> SyncResponse {

@@ -12,8 +12,20 @@ use super::RunError;
 use super::connection::Stream;
 use crate::config::BindAddr;
 
+/// A listening socket, as one event loop holds it.
 #[derive(Debug)]
-pub enum Listener {
+pub struct Listener {
+    socket: Socket,
+    /// Whether dropping it removes a Unix socket's file: only the original does, not
+    /// the copies other loops hold.
+    owner: bool,
+    /// Registered with EPOLLEXCLUSIVE: when several loops wait on the same listener, a
+    /// new connection wakes one of them (an idle one), not all.
+    shared: bool,
+}
+
+#[derive(Debug)]
+enum Socket {
     Tcp(TcpListener, std::net::SocketAddr),
     Unix(UnixListener, PathBuf),
 }
@@ -32,7 +44,7 @@ pub fn bind(addr: &BindAddr, backlog: u32) -> Result<Listener, RunError> {
             std_listener.set_nonblocking(true).map_err(fail)?;
             let local = std_listener.local_addr().map_err(fail)?;
             set_backlog(std_listener.as_raw_fd(), backlog).map_err(fail)?;
-            Listener::Tcp(TcpListener::from_std(std_listener), local)
+            Socket::Tcp(TcpListener::from_std(std_listener), local)
         }
         BindAddr::Unix(path) => {
             // A stale socket file from a previous run would make bind fail.
@@ -44,10 +56,10 @@ pub fn bind(addr: &BindAddr, backlog: u32) -> Result<Listener, RunError> {
             }
             let l = UnixListener::bind(path).map_err(fail)?;
             set_backlog(l.as_raw_fd(), backlog).map_err(fail)?;
-            Listener::Unix(l, path.clone())
+            Socket::Unix(l, path.clone())
         }
     };
-    Ok(listener)
+    Ok(Listener { socket: listener, owner: true, shared: false })
 }
 
 /// Calling listen() again on a listening socket updates its backlog.
@@ -62,16 +74,51 @@ fn set_backlog(fd: i32, backlog: u32) -> io::Result<()> {
 
 impl Listener {
     pub fn describe(&self) -> String {
-        match self {
-            Listener::Tcp(_, a) => a.to_string(),
-            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+        match &self.socket {
+            Socket::Tcp(_, a) => a.to_string(),
+            Socket::Unix(_, p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    /// From now on registered for loops that share it (see `shared`).
+    pub fn share(&mut self) {
+        self.shared = true;
+    }
+
+    /// Another loop's handle on the same listening socket (a dup'ed descriptor).
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let socket = match &self.socket {
+            Socket::Tcp(l, a) => {
+                // SAFETY: the descriptor is valid (ours) for the duration of the borrow;
+                // the borrowed std listener is turned back into a raw fd, never closed.
+                let std_l = unsafe { std::net::TcpListener::from_raw_fd(l.as_raw_fd()) };
+                let copy = std_l.try_clone();
+                let _ = std_l.into_raw_fd();
+                Socket::Tcp(TcpListener::from_std(copy?), *a)
+            }
+            Socket::Unix(l, p) => {
+                // SAFETY: as above.
+                let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(l.as_raw_fd()) };
+                let copy = std_l.try_clone();
+                let _ = std_l.into_raw_fd();
+                Socket::Unix(UnixListener::from_std(copy?), p.clone())
+            }
+        };
+        Ok(Listener { socket, owner: false, shared: self.shared })
+    }
+
+    fn raw_fd(&self) -> i32 {
+        match &self.socket {
+            Socket::Tcp(l, _) => l.as_raw_fd(),
+            Socket::Unix(l, _) => l.as_raw_fd(),
         }
     }
 
     /// Accept one connection: the stream, the peer's IP (bare, IPv4-mapped unmapped) and port.
     pub fn accept(&mut self) -> io::Result<(Stream, String, u16)> {
-        match self {
-            Listener::Tcp(l, _) => {
+        match &mut self.socket {
+            Socket::Tcp(l, _) => {
                 let (s, peer) = l.accept()?;
                 let _ = s.set_nodelay(true);
                 let ip = match peer.ip() {
@@ -83,7 +130,7 @@ impl Listener {
                 };
                 Ok((Stream::Tcp(s), ip, peer.port()))
             }
-            Listener::Unix(l, _) => {
+            Socket::Unix(l, _) => {
                 let (s, _) = l.accept()?;
                 Ok((Stream::Unix(s), "unix".to_string(), 0))
             }
@@ -93,7 +140,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
+        if let (Socket::Unix(_, path), true) = (&self.socket, self.owner) {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -101,21 +148,47 @@ impl Drop for Listener {
 
 impl Source for Listener {
     fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l, _) => l.register(r, t, i),
-            Listener::Unix(l, _) => l.register(r, t, i),
+        #[cfg(target_os = "linux")]
+        if self.shared {
+            return epoll_exclusive(r, self.raw_fd(), t);
+        }
+        match &mut self.socket {
+            Socket::Tcp(l, _) => l.register(r, t, i),
+            Socket::Unix(l, _) => l.register(r, t, i),
         }
     }
     fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l, _) => l.reregister(r, t, i),
-            Listener::Unix(l, _) => l.reregister(r, t, i),
+        match &mut self.socket {
+            Socket::Tcp(l, _) => l.reregister(r, t, i),
+            Socket::Unix(l, _) => l.reregister(r, t, i),
         }
     }
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        match self {
-            Listener::Tcp(l, _) => l.deregister(r),
-            Listener::Unix(l, _) => l.deregister(r),
+        #[cfg(target_os = "linux")]
+        if self.shared {
+            // SAFETY: plain syscall on descriptors we own.
+            let rc = unsafe { libc::epoll_ctl(r.as_raw_fd(), libc::EPOLL_CTL_DEL, self.raw_fd(), std::ptr::null_mut()) };
+            return if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+        }
+        match &mut self.socket {
+            Socket::Tcp(l, _) => l.deregister(r),
+            Socket::Unix(l, _) => l.deregister(r),
         }
     }
+}
+
+/// mio has no EPOLLEXCLUSIVE: register the listener on the loop's epoll ourselves, with
+/// the token mio reads back from the event's data. Edge-triggered like mio's own
+/// registrations (the loop accepts until EAGAIN). Elsewhere every loop is woken.
+#[cfg(target_os = "linux")]
+fn epoll_exclusive(r: &Registry, fd: i32, t: Token) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32,
+        u64: t.0 as u64,
+    };
+    // SAFETY: plain syscall on descriptors we own; `event` outlives the call.
+    if unsafe { libc::epoll_ctl(r.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -24,6 +24,7 @@ mod forkservers;
 mod handlers;
 mod keys;
 mod listeners;
+mod loops;
 mod output;
 mod reload;
 mod requests;
@@ -44,7 +45,6 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::extensions::Extensions;
-use crate::metrics::Metrics;
 use crate::pool::Pool;
 
 use budget::Budget;
@@ -52,6 +52,7 @@ pub use connection::Conn;
 use connection::{Clocks, Expiry, Flush, SocketRead};
 pub use keys::{ConnKey, PoolId, ReqId, WorkerKey};
 use listeners::Listener;
+use loops::{Parsed, Role, Shared};
 pub use requests::AccessInfo;
 pub use timers::Armed;
 use timers::{Timer, Timers};
@@ -238,7 +239,12 @@ pub struct Dispatcher {
     config_path: Option<std::path::PathBuf>,
     ext: Extensions,
     poll: Poll,
-    signals: Signals,
+    /// The main loop (signals, pools, workers) or a front loop (`loops`).
+    role: Role,
+    /// What every loop shares: connection count, budget total, counters, pools' view.
+    shared: std::sync::Arc<Shared>,
+    /// This loop's number (0: the main loop).
+    loop_index: usize,
     listeners: Vec<Listener>,
     accept_paused_until: Option<Instant>,
     conns: Slab<Conn>,
@@ -251,7 +257,6 @@ pub struct Dispatcher {
     paused_streams: HashSet<ReqId>,
     next_request_id: u64,
     next_serial: u64,
-    metrics: Metrics,
     phase: Phase,
     started: Instant,
     scratch: Vec<u8>,
@@ -261,6 +266,8 @@ pub struct Dispatcher {
     budget_waiters: Vec<ConnKey>,
     /// Bodies refused for the budget, reported in one line at most every 10 s.
     budget_refusals: budget::Refusals,
+    /// A `Timer::Budget` is pending (see `recheck_budget_later`).
+    budget_recheck_armed: bool,
     dirty: Dirty,
     /// Fork-servers of `preload` pools, by pool index.
     forkservers: Vec<forkservers::PoolForkServer>,
@@ -316,26 +323,53 @@ impl Dispatcher {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGUSR1, SIGTTIN, SIGTTOU])
             .map_err(RunError::Signals)?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(RunError::Signals)?;
+        let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), loops::WAKER).map_err(RunError::Poll)?);
 
         let mut listeners = Vec::new();
-        for (i, bind) in config.server.bind.iter().enumerate() {
-            let mut l = listeners::bind(bind, config.server.backlog)?;
-            poll.registry()
-                .register(&mut l, token(TAG_LISTENER, i), Interest::READABLE)
+        for bind in &config.server.bind {
+            listeners.push(listeners::bind(bind, config.server.backlog)?);
+        }
+        let shared = std::sync::Arc::new(Shared::new(tuning::loops(&config)));
+        let main = Role::Main(loops::MainLoop::new(signals, waker));
+        let mut d = Dispatcher::with_role(config, ext, poll, main, listeners, shared, 0);
+        d.subreaper = subreaper;
+        let now = Instant::now();
+        d.start_fronts(now)?;
+        for (i, l) in d.listeners.iter_mut().enumerate() {
+            d.poll
+                .registry()
+                .register(l, token(TAG_LISTENER, i), Interest::READABLE)
                 .map_err(|error| RunError::Bind { addr: l.describe(), error })?;
             // Tests and operators read the actual address (port 0 is resolved here).
             info!("listening on {}", l.describe());
-            listeners.push(l);
         }
-        let pools = config.pools.iter().cloned().map(Pool::new).collect();
-        let now = Instant::now();
-        let budget = Budget::new(tuning::max_buffered_bytes(&config.server));
-        let mut d = Dispatcher {
+        d.manage_pools(now);
+        Ok(d)
+    }
+
+    /// A loop's state, before any pool starts.
+    fn with_role(
+        config: Config,
+        ext: Extensions,
+        poll: Poll,
+        role: Role,
+        listeners: Vec<Listener>,
+        shared: std::sync::Arc<Shared>,
+        loop_index: usize,
+    ) -> Dispatcher {
+        let pools = match role {
+            Role::Main(_) => config.pools.iter().cloned().map(Pool::new).collect(),
+            Role::Front(_) => Vec::new(),
+        };
+        let budget = Budget::shared(tuning::max_buffered_bytes(&config.server), shared.budget_used.clone());
+        Dispatcher {
             config_path: reload::config_file(&config),
             config,
             ext,
             poll,
-            signals,
+            role,
+            shared,
+            loop_index,
             listeners,
             accept_paused_until: None,
             conns: Slab::new(),
@@ -346,21 +380,19 @@ impl Dispatcher {
             paused_streams: HashSet::new(),
             next_request_id: 1,
             next_serial: 1,
-            metrics: Metrics::default(),
             phase: Phase::Running,
-            started: now,
+            started: Instant::now(),
             scratch: vec![0; connection::IO_CHUNK],
             timers: Timers::default(),
             budget,
             budget_waiters: Vec::new(),
             budget_refusals: budget::Refusals::default(),
+            budget_recheck_armed: false,
             dirty: Dirty::default(),
             forkservers: Vec::new(),
             forkserver_pids: HashMap::new(),
-            subreaper,
-        };
-        d.manage_pools(now);
-        Ok(d)
+            subreaper: Subreaper::NotTried,
+        }
     }
 
     /// The event loop. Returns when the server has stopped.
@@ -379,6 +411,7 @@ impl Dispatcher {
                 let (tag, key) = split_token(event.token());
                 match (event.token(), tag) {
                     (SIGNALS, _) => self.handle_signals(),
+                    (loops::WAKER, _) => self.woken(Instant::now()),
                     (_, TAG_LISTENER) => self.dirty.accept.push(key),
                     (_, TAG_CONN) => self.conn_event(ConnKey(key), event.is_read_closed()),
                     (_, TAG_WORKER_REPLY) => self.read_worker_replies(WorkerKey(key), event.is_read_closed()),
@@ -394,6 +427,8 @@ impl Dispatcher {
                 self.fire(timer, now);
             }
             self.settle(now);
+            self.publish_pools(now, false);
+            self.recheck_budget_later(now);
             if self.should_exit(now) {
                 self.finish_stop();
                 return Ok(());
@@ -471,12 +506,15 @@ impl Dispatcher {
                 }
             }
             Timer::Shutdown => self.advance_shutdown(now),
+            Timer::Publish => self.publish_pools(now, true),
+            Timer::Budget => self.budget_recheck(),
         }
     }
 
     /// Signals arrive through signal-hook's self-pipe: drain first, then act.
     fn handle_signals(&mut self) {
-        let pending: Vec<i32> = self.signals.pending().collect();
+        let Role::Main(main) = &mut self.role else { return };
+        let pending: Vec<i32> = main.signals.pending().collect();
         for sig in pending {
             match sig {
                 SIGCHLD => self.reap_workers(),
@@ -497,7 +535,9 @@ impl Dispatcher {
         }
         let now = Instant::now();
         loop {
-            if self.conns.len() >= self.config.server.max_connections {
+            if self.shared.open_conns.load(std::sync::atomic::Ordering::Relaxed)
+                >= self.config.server.max_connections
+            {
                 // Leave the rest in the kernel backlog; retried when the timer fires.
                 self.pause_accepting(now);
                 return;
@@ -519,7 +559,8 @@ impl Dispatcher {
                         continue;
                     }
                     entry.insert(conn);
-                    self.metrics.connections_total += 1;
+                    self.shared.open_conns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.counters().connection();
                     // Edge-triggered: data may already be waiting.
                     self.service_conn(key, now);
                 }
@@ -568,16 +609,19 @@ impl Dispatcher {
             }
             conn.set_paused(!wants && conn.open_for_requests(), now);
             let socket = conn.ws.is_some();
-            if wants && conn.socket != SocketRead::Drained {
+            let parsed = if wants && conn.socket != SocketRead::Drained {
                 if !conn.read_available(&mut self.scratch, read_limit, now) {
                     return self.close_conn(key);
                 }
-                if !socket {
-                    self.parse_requests(key, now);
-                }
+                if !socket { self.parse_requests(key, now) } else { Parsed::Stay }
             } else if wants && !socket && conn.reader.buffered() > 0 && round == 0 {
                 // Pipelined bytes read earlier, held back until now.
-                self.parse_requests(key, now);
+                self.parse_requests(key, now)
+            } else {
+                Parsed::Stay
+            };
+            if let Parsed::HandOff(at) = parsed {
+                return self.hand_off(key, at);
             }
             if socket {
                 // Frames decoded (or held while the worker's pipe was full) are relayed.
@@ -722,13 +766,14 @@ impl Dispatcher {
             return;
         }
         let mut conn = self.conns.remove(key.0);
+        let open = self.shared.open_conns.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.hold(conn.held, 0);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         // Requests still waiting for this client: tell their workers, drop queued ones.
         for id in conn.slots.iter().filter(|s| s.fill != connection::Fill::Done).filter_map(|s| s.req) {
             self.abandon_request(id, true);
         }
-        if self.phase == Phase::Running && self.conns.len() + 1 == self.config.server.max_connections {
+        if self.phase == Phase::Running && open == self.config.server.max_connections {
             // A place freed under the connection limit: accept again without waiting.
             self.accept_paused_until = None;
             for i in 0..self.listeners.len() {
@@ -752,6 +797,16 @@ impl Dispatcher {
             "{name}: graceful stop: no new connections; finishing in-flight requests for up to {:?}",
             self.config.server.shutdown_timeout
         );
+        self.fronts_drain(deadline);
+        self.drain_until(now, deadline);
+    }
+
+    /// The graceful stop, in any loop: listeners closed, idle connections closed, busy
+    /// ones closing after their last answer, until `deadline`.
+    fn drain_until(&mut self, now: Instant, deadline: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
         for l in &mut self.listeners {
             let _ = self.poll.registry().deregister(l);
         }
@@ -771,7 +826,10 @@ impl Dispatcher {
 
     /// SIGQUIT (or a second TERM/INT): kill workers, exit once they are reaped.
     fn fast_stop(&mut self, why: &str) {
-        info!("{why}: fast stop: killing workers");
+        if let Role::Main(_) = self.role {
+            info!("{why}: fast stop: killing workers");
+        }
+        self.fronts_stop();
         let now = Instant::now();
         self.stop_all_forkservers(now);
         for l in &mut self.listeners {
@@ -833,7 +891,7 @@ impl Dispatcher {
         match self.phase {
             Phase::Stopping { deadline, .. } => {
                 let conns_done = self.conns.iter().all(|(_, c)| c.slots.is_empty() && !c.has_unsent_output());
-                (self.workers.is_empty() && conns_done) || now >= deadline
+                (self.workers.is_empty() && conns_done && self.fronts_done()) || now >= deadline
             }
             _ => false,
         }
@@ -860,6 +918,10 @@ impl Dispatcher {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.close_conn(ConnKey(key));
+        }
+        self.join_fronts();
+        if let Role::Front(_) = self.role {
+            return;
         }
         let stop_took = match self.phase {
             Phase::Draining { since, .. } | Phase::Stopping { since, .. } => since.elapsed(),

@@ -37,6 +37,21 @@ impl Dispatcher {
                 return;
             }
         }
+        if self.shared.loops() > 1
+            && let Some(pool) = new.pools.iter().find(|p| matches!(p.worker, WorkerKind::Native(_)))
+        {
+            error!(
+                "SIGHUP: config not reloaded: pool `{}` is native, which needs one event loop; this server runs {} \
+                 (server.threads): restart it to change that",
+                pool.name,
+                self.shared.loops()
+            );
+            return;
+        }
+        if new.server.threads != self.config.server.threads {
+            warn!("SIGHUP: `server.threads` changed; the event loops change only on restart");
+            new.server.threads = self.config.server.threads;
+        }
         if new.server.bind != self.config.server.bind {
             warn!("SIGHUP: `server.bind` changed; listeners change only on restart, keeping the current ones");
             new.server.bind = self.config.server.bind.clone();
@@ -87,6 +102,7 @@ impl Dispatcher {
         }
         self.budget.set_limit(super::tuning::max_buffered_bytes(&new.server));
         self.config = new;
+        self.fronts_reload();
         info!("SIGHUP: configuration reloaded from {}", path.display());
         self.dirty.manage = true;
     }

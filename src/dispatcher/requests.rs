@@ -7,6 +7,7 @@ use std::time::Instant;
 use log::{debug, info, warn};
 
 use super::connection::{FLOW_PAUSE_AT, FLOW_RESUME_AT, Fill, Reading, Slot, StreamFraming};
+use super::loops::{Handed, Parsed, Role};
 use super::timers::Timer;
 use super::{ConnKey, Dispatcher, Inflight, Phase, PoolId, ReplyTo, ReqId, ReqKind, ReqState, WorkerKey};
 use crate::auth::AuthDecision;
@@ -46,7 +47,7 @@ impl AccessInfo {
 }
 
 /// Where a request goes; see `Dispatcher::route`.
-enum Route {
+pub(super) enum Route {
     Static(static_files::StaticResponse),
     Sync(usize),
     Pool(PoolId),
@@ -66,10 +67,10 @@ impl Dispatcher {
     /// Take every complete request out of the connection's reader. A head whose body is
     /// still to come is judged first (`check_head`): auth, and room in the memory budget,
     /// are decided before the client uploads anything.
-    pub(super) fn parse_requests(&mut self, key: ConnKey, now: Instant) {
+    pub(super) fn parse_requests(&mut self, key: ConnKey, now: Instant) -> Parsed {
         let mut completed = false;
         loop {
-            let Some(conn) = self.conns.get_mut(key.0) else { return };
+            let Some(conn) = self.conns.get_mut(key.0) else { return Parsed::Stay };
             if !conn.open_for_requests() && conn.reading != Reading::PeerClosed
                 || conn.slots.len() >= super::connection::MAX_PIPELINE
             {
@@ -78,23 +79,22 @@ impl Dispatcher {
             let event = conn.reader.poll();
             if matches!(event, Ok(ReadEvent::NeedMore | ReadEvent::SendContinue))
                 && !conn.head_checked
-                && let Some(req) = conn.reader.pending_head().cloned()
+                && conn.reader.pending_head().is_some()
             {
-                conn.head_checked = true;
-                if let HeadCheck::Refuse { status, body } = self.check_head(&req) {
-                    if status == 503 {
-                        self.budget_refusals.note(now);
-                    }
-                    let to = self.reply_to(key, &req, now, false);
-                    // The body is never read: the connection closes after this answer.
-                    self.reply_json(key, &to, status, &body);
-                    if let Some(conn) = self.conns.get_mut(key.0) {
-                        conn.no_more_requests();
-                    }
-                    return;
+                let head = match self.role {
+                    Role::Front(_) => self.conns.get(key.0).and_then(|c| c.reader.pending_head().cloned()),
+                    Role::Main(_) => None,
+                };
+                if head.is_some_and(|req| self.belongs_to_main(&self.route(&req))) {
+                    // A front loop: the main loop judges this head (and sends the 100).
+                    let send_continue = matches!(event, Ok(ReadEvent::SendContinue));
+                    return Parsed::HandOff(Handed::Head { send_continue });
+                }
+                if !self.judge_head(key, now) {
+                    return Parsed::Stay;
                 }
             }
-            let Some(conn) = self.conns.get_mut(key.0) else { return };
+            let Some(conn) = self.conns.get_mut(key.0) else { return Parsed::Stay };
             match event {
                 Ok(ReadEvent::NeedMore) => {
                     if conn.reading == Reading::PeerClosed && conn.reader.buffered() > 0 {
@@ -109,22 +109,52 @@ impl Dispatcher {
                     conn.slots.push_back(Slot::done(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), false));
                 }
                 Ok(ReadEvent::Request(req)) => {
+                    self.shared.counters(self.loop_index).request();
+                    let route = self.route(&req);
+                    if self.belongs_to_main(&route) {
+                        if let Some(conn) = self.conns.get_mut(key.0) {
+                            conn.sync_reading(true, now);
+                        }
+                        return Parsed::HandOff(Handed::Request(req));
+                    }
                     completed = true;
-                    self.metrics.requests_total += 1;
-                    self.handle_request(key, req, now);
+                    self.handle_request(key, req, route, now);
                 }
                 Err(err) => {
-                    self.metrics.bad_requests += 1;
+                    self.shared.counters(self.loop_index).bad_request();
                     debug!("conn {}: bad request: {} {}", key.0, err.status, err.reason);
                     conn.slots.push_back(Slot::done(err.response_bytes(), true));
                     conn.no_more_requests();
-                    return;
+                    return Parsed::Stay;
                 }
             }
         }
         if let Some(conn) = self.conns.get_mut(key.0) {
             conn.sync_reading(completed, now);
         }
+        Parsed::Stay
+    }
+
+    /// Judge the head whose body is arriving on `key` (`check_head`), once; a refused
+    /// one is answered and the connection closes after it. Whether it proceeds.
+    pub(super) fn judge_head(&mut self, key: ConnKey, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(key.0) else { return false };
+        let Some(req) = conn.reader.pending_head().cloned() else { return true };
+        if conn.head_checked {
+            return true;
+        }
+        conn.head_checked = true;
+        let HeadCheck::Refuse { status, body } = self.check_head(&req) else { return true };
+        if status == 503 {
+            self.budget_refusals.note(now);
+        }
+        let to = self.reply_to(key, &req, now, false);
+        // The body is never read: the connection closes after this answer.
+        self.reply_json(key, &to, status, &body);
+        if let Some(conn) = self.conns.get_mut(key.0) {
+            conn.no_more_requests();
+        }
+        false
     }
 
     /// Judge a head whose body is still arriving: the auth answer the request would get
@@ -152,7 +182,7 @@ impl Dispatcher {
 
     /// Where a request goes (DESIGN decision 8): static mounts, then sync handlers (exact
     /// path), then the first pool whose route matches the decoded path, else 404.
-    fn route(&self, req: &Request) -> Route {
+    pub(super) fn route(&self, req: &Request) -> Route {
         match static_files::serve(&self.config.statics, &req.method, &req.path, &req.headers) {
             StaticOutcome::Response(resp) => return Route::Static(resp),
             StaticOutcome::NotFound { authoritative: true } => return Route::NotFound,
@@ -163,7 +193,14 @@ impl Dispatcher {
         if let Some(i) = self.config.syncs.iter().position(|s| s.path == path) {
             return Route::Sync(i);
         }
-        match self.pools.iter().position(|p| !p.retired && p.config.routes.iter().any(|r| r.matches(&path))) {
+        let pool = match self.role {
+            Role::Main(_) => {
+                self.pools.iter().position(|p| !p.retired && p.config.routes.iter().any(|r| r.matches(&path)))
+            }
+            // Front loops have no pools: a match in the config is enough to hand over.
+            Role::Front(_) => self.config.pools.iter().position(|p| p.routes.iter().any(|r| r.matches(&path))),
+        };
+        match pool {
             Some(p) => Route::Pool(PoolId(p)),
             None => Route::NotFound,
         }
@@ -182,9 +219,9 @@ impl Dispatcher {
     }
 
     /// Route and answer (or queue) one request.
-    fn handle_request(&mut self, key: ConnKey, req: Request, now: Instant) {
+    pub(super) fn handle_request(&mut self, key: ConnKey, req: Request, route: Route, now: Instant) {
         let to = self.reply_to(key, &req, now, req.keep_alive);
-        match self.route(&req) {
+        match route {
             Route::Static(resp) => self.reply_static(key, &to, resp),
             Route::NotFound => self.reply_error(key, &to, 404, "not found"),
             Route::BadPath => {
@@ -407,7 +444,7 @@ impl Dispatcher {
     /// A worker answered a request.
     pub(super) fn complete_request(&mut self, id: ReqId, status: u16, headers: Vec<(String, String)>, body: &[u8]) {
         let Some(inf) = self.take_request(id) else { return };
-        self.metrics.count_status(status);
+        self.counters().count_status(status);
         let Some(key) = inf.conn else { return }; // forwarded: answer discarded
         let keep_alive = self.keep_alive(id, &inf);
         let mut headers = headers;
@@ -441,7 +478,7 @@ impl Dispatcher {
             self.hold(frame.len() as u64, 0); // started: it can no longer go elsewhere
         }
         let Some(inf) = self.inflight.get_mut(&id) else { return };
-        self.metrics.count_status(status);
+        self.shared.counters(self.loop_index).count_status(status);
         let Some(key) = inf.conn else { return };
         let mut headers = headers;
         headers.push(("x-request-id".into(), inf.reply.x_request_id.clone()));
@@ -572,7 +609,7 @@ impl Dispatcher {
     /// Answer a pool request with an error made here (500 crash, 504 timeout, 503 shutdown).
     pub(super) fn fail_request(&mut self, id: ReqId, status: u16, message: &str) {
         let Some(inf) = self.take_request(id) else { return };
-        self.metrics.count_status(status);
+        self.counters().count_status(status);
         let keep_alive = self.keep_alive(id, &inf);
         let Some(key) = inf.conn else { return };
         let Some(conn) = self.conns.get_mut(key.0) else { return };

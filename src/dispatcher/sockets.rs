@@ -69,7 +69,7 @@ impl Dispatcher {
         let accept = websocket::accept_key(client_key);
         let (conn_key, access, x_request_id) = (inf.conn, inf.reply.access.clone(), inf.reply.x_request_id.clone());
         let pool = inf.pool;
-        self.metrics.count_status(101);
+        self.counters().count_status(101);
         let Some(key) = conn_key else { return };
         let cfg = &self.pools[pool.0].config;
         let (idle, max_message) = (tuning::websocket_idle_timeout(cfg), tuning::max_message_bytes(cfg));
@@ -233,7 +233,7 @@ impl Dispatcher {
         let Some(inf) = self.take_request(id) else { return };
         let Some(key) = inf.conn else { return };
         if !accepted {
-            self.metrics.count_status(403);
+            self.counters().count_status(403);
             let (mut headers, body) = http::json_error(403, "WebSocket refused");
             headers.push(("x-request-id".into(), inf.reply.x_request_id.clone()));
             self.log_access(&inf.reply.access, 403, body.len() as u64);

@@ -27,6 +27,10 @@ pub enum Timer {
     Accept,
     /// The graceful-stop or fast-stop deadline.
     Shutdown,
+    /// The main loop publishes the pools' state for front loops (`loops`).
+    Publish,
+    /// A loop looks again whether the shared budget has room (`loops`).
+    Budget,
 }
 
 #[derive(Debug, Default)]

@@ -2,7 +2,18 @@
 
 use std::time::Duration;
 
-use crate::config::{PoolConfig, ServerConfig};
+use crate::config::{Config, PoolConfig, ServerConfig, Threads, WorkerKind};
+
+/// Event loops `[server] threads` gives: `auto` is one per core (nginx's
+/// `worker_processes auto`), except with native pools, which fork the dispatcher without
+/// exec and so need it single-threaded (config validation refuses a fixed count > 1).
+pub fn loops(c: &Config) -> usize {
+    match c.server.threads {
+        Threads::Fixed(n) => n,
+        Threads::Auto if c.pools.iter().any(|p| matches!(p.worker, WorkerKind::Native(_))) => 1,
+        Threads::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()).min(crate::config::MAX_THREADS),
+    }
+}
 
 pub fn body_min_rate(s: &ServerConfig) -> u64 {
     s.body_min_rate
