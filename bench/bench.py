@@ -319,9 +319,10 @@ sys.exit(1 if bad else 0)
 
 def ensure_venv(venv):
     py = os.path.join(venv, "bin", "python")
-    if not os.access(py, os.X_OK):
+    # A venv whose creation was interrupted has a python but no pip: made again.
+    if not os.access(py, os.X_OK) or run_quiet([py, "-m", "pip", "--version"])[0] != 0:
         log(f"creating the venv {venv}")
-        rc, out = run_quiet([sys.executable, "-m", "venv", venv], timeout=300)
+        rc, out = run_quiet([sys.executable, "-m", "venv", "--clear", venv], timeout=300)
         if rc != 0:
             raise BenchError(f"python3 -m venv {venv} failed:\n{out}")
     rc, out = run_quiet([py, "-c", _CHECK_PINS, REQUIREMENTS])
@@ -594,7 +595,7 @@ class Ctx:
         return e
 
     # -- rustworkers: one instance per target, so its process tree is that target's alone
-    def rw_server(self, name, pool, routes='["/api/**"]', extra="", workers=2, static="", ready=None):
+    def rw_server(self, name, pool, routes='["/api/**"]', extra="", workers=2, static="", ready=None, threads=None):
         def build(port):
             cfg = os.path.join(self.tmp, f"{name}.toml")
             pool_block = ""
@@ -604,10 +605,11 @@ class Ctx:
                 if "native" not in pool:
                     pool_block += f'interpreter = "{self.py}"\nmodule_path = ["{APPS}"]\n'
             with open(cfg, "w") as f:
-                f.write(f'[server]\nbind = ["127.0.0.1:{port}"]\naccess_log = "off"\n\n{static}'
+                threads_line = f"threads = {threads}\n" if threads else ""
+                f.write(f'[server]\nbind = ["127.0.0.1:{port}"]\naccess_log = "off"\n{threads_line}\n{static}'
                         '[[sync]]\npath = "/health"\nkind = "health"\n\n'
                         '[[sync]]\npath = "/status"\nkind = "status"\n\n' + pool_block)
-            desc = f"`RUST_LOG=warn rustworkers -c {name}.toml`"
+            desc = f"`RUST_LOG=warn rustworkers -c {name}.toml`" + (f", `threads = {threads}`" if threads else "")
             if pool:
                 desc += f": `{pool}`, `num_workers = {workers}`" + "".join(
                     f", `{ln.strip()}`" for ln in extra.splitlines() if ln.strip())
@@ -648,13 +650,13 @@ class Ctx:
         return self._cmd(name, [self.py, os.path.join(APPS, "uhttp_hello.py"), "{port}", str(workers),
                                 str(max_restarts), "1024"], ready, cwd=APPS)
 
-    def nginx_server(self, name, root):
+    def nginx_server(self, name, root, workers=2):
         def build(port):
-            d = os.path.join(self.tmp, "nginx")
+            d = os.path.join(self.tmp, name)
             os.makedirs(d, exist_ok=True)
             conf = os.path.join(d, "nginx.conf")
             with open(conf, "w") as f:
-                f.write(f"""worker_processes 2;
+                f.write(f"""worker_processes {workers};
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -677,7 +679,7 @@ http {{
     }}
 }}
 """)
-            desc = ("`nginx -c nginx.conf`: `worker_processes 2`, `sendfile on`, `tcp_nopush on`, `access_log off`, "
+            desc = (f"`nginx -c nginx.conf`: `worker_processes {workers}`, `sendfile on`, `tcp_nopush on`, `access_log off`, "
                     "`location = /health { return 200 '{\"pools\":{},\"status\":\"ok\"}'; }`, `location /static/ { root ...; }`")
             return [self.nginx, "-p", d, "-e", f"{d}/error.log", "-c", conf], None, self.env(), desc
         return Server(name, build, "/health")
@@ -691,6 +693,7 @@ def suite_python(ctx):
         "uvicorn": ctx.uvicorn("uvicorn-asgi", "asgi_hello:app"),
         "gunicorn": ctx.gunicorn("gunicorn-sync"),
         "rw_py": ctx.rw_server("rw-python", 'python = "hello_worker:HelloWorker"'),
+        "rw_py_1": ctx.rw_server("rw-python-1loop", 'python = "hello_worker:HelloWorker"', threads=1),
         "rw_py_pre": ctx.rw_server("rw-python-preload", 'python = "hello_worker:HelloWorker"',
                                    extra="preload = true\n"),
         "rw_wsgi": ctx.rw_server("rw-wsgi", 'wsgi = "wsgi_hello:app"'),
@@ -704,6 +707,7 @@ def suite_python(ctx):
         Target("rustworkers `python =`", s["rw_py"], "/api/hello", "GET /api/hello", check=check_hello),
         Target("rustworkers `python =`, `preload`", s["rw_py_pre"], "/api/hello", "GET /api/hello",
                check=check_hello),
+        Target("rustworkers `python =`, 1 loop", s["rw_py_1"], "/api/hello", "GET /api/hello", check=check_hello),
         Target("rustworkers `wsgi =`", s["rw_wsgi"], "/api/hello", "GET /api/hello", check=check_hello),
         Target("rustworkers `asgi =` (plain app)", s["rw_asgi"], "/api/hello", "GET /api/hello", check=check_hello),
         Target("uhttp-workers 1.8.1", s["uhttp"], "/api/hello", "GET /api/hello", check=check_hello),
@@ -786,24 +790,31 @@ def suite_front(ctx):
     mount = f'[[static]]\nprefix = "/static/"\npath = "{static}"\nauthoritative = true\n\n'
     s = {
         "nginx": ctx.nginx_server("nginx", root),
-        "rw": ctx.rw_server("rw-front", None, static=mount),
+        "nginx1": ctx.nginx_server("nginx-1", root, workers=1),
+        "rw": ctx.rw_server("rw-front", None, static=mount, threads=2),
+        "rw1": ctx.rw_server("rw-front-1", None, static=mount, threads=1),
         "echo": ctx.rw_server("rw-echo", 'native = "echo"', routes='["/echo/**"]'),
     }
-    rw_health = Target("rustworkers", s["rw"], "/health", "/health", check=check_status)
+    rw_health = Target("rustworkers, 2 loops", s["rw"], "/health", "/health", check=check_status)
     t = [
-        Target("nginx", s["nginx"], "/health", "/health", check=check_status, ref=True),
+        Target("nginx, 2 workers", s["nginx"], "/health", "/health", check=check_status, ref=True),
         rw_health,
-        Target("rustworkers native `echo` pool", s["echo"], "/echo/x", "/echo/x (to a worker and back)",
+        Target("nginx, 1 worker", s["nginx1"], "/health", "/health", check=check_status),
+        Target("rustworkers, 1 loop", s["rw1"], "/health", "/health", check=check_status),
+        Target("rustworkers native `echo` pool (1 loop)", s["echo"], "/echo/x", "/echo/x (to a worker and back)",
                check=check_status, vs=rw_health),
-        Target("nginx", s["nginx"], "/static/f2k.txt", "static 2 KiB", check=check_file(small), ref=True),
-        Target("rustworkers", s["rw"], "/static/f2k.txt", "static 2 KiB", check=check_file(small)),
-        Target("nginx", s["nginx"], "/static/f1m.bin", "static 1 MiB", check=check_file(big), ref=True),
-        Target("rustworkers", s["rw"], "/static/f1m.bin", "static 1 MiB", check=check_file(big)),
+        Target("nginx, 2 workers", s["nginx"], "/static/f2k.txt", "static 2 KiB", check=check_file(small), ref=True),
+        Target("rustworkers, 2 loops", s["rw"], "/static/f2k.txt", "static 2 KiB", check=check_file(small)),
+        Target("nginx, 1 worker", s["nginx1"], "/static/f2k.txt", "static 2 KiB", check=check_file(small)),
+        Target("rustworkers, 1 loop", s["rw1"], "/static/f2k.txt", "static 2 KiB", check=check_file(small)),
+        Target("nginx, 2 workers", s["nginx"], "/static/f1m.bin", "static 1 MiB", check=check_file(big), ref=True),
+        Target("rustworkers, 2 loops", s["rw"], "/static/f1m.bin", "static 1 MiB", check=check_file(big)),
     ]
-    notes = ["rustworkers answers `/health` and static files in its one dispatcher thread (no pool); nginx has 2 "
-             "worker processes. Both answer `/health` with the same 26-byte JSON body. The native `echo` pool "
-             "(2 workers, a separate instance) shows what the pipe round trip to a worker costs against `/health` "
-             "answered in the dispatcher."]
+    notes = ["rustworkers answers `/health` and static files in its dispatcher (no pool), with `threads = 2` (two "
+             "event loops, as `auto` gives on 2 cores) and `threads = 1`; nginx with `worker_processes` 2 and 1. All "
+             "answer `/health` with the same 26-byte JSON body. The native `echo` pool (2 workers, a separate "
+             "instance, one loop as native pools require) shows what the pipe round trip to a worker costs against "
+             "`/health` answered in the dispatcher. wrk itself needs most of one of the 2 cores."]
     return (list(s.values()), t, "Front: /health and static files, rustworkers dispatcher vs nginx (reference: nginx)",
             notes)
 
