@@ -19,7 +19,7 @@
 //! Front loops get the main loop's orders over a channel, with a mio `Waker`: a new
 //! config, drain, stop.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -107,6 +107,9 @@ pub(super) struct MainLoop {
     waker: Arc<Waker>,
     next_publish: Instant,
     publish_armed: bool,
+    /// A front loop that ended while the server ran: the server stops fast, and `run`
+    /// returns the error.
+    pub died: Option<usize>,
 }
 
 pub(super) struct FrontLoop {
@@ -118,9 +121,25 @@ pub(super) struct FrontLoop {
 }
 
 struct FrontHandle {
+    /// Set when its thread ends (`EndSignal`).
+    ended: Arc<AtomicBool>,
     orders: Sender<Order>,
     waker: Waker,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Marks a front loop ended and wakes the main loop when its thread ends, however it
+/// ends (a panic included).
+struct EndSignal {
+    ended: Arc<AtomicBool>,
+    main: Arc<Waker>,
+}
+
+impl Drop for EndSignal {
+    fn drop(&mut self) {
+        self.ended.store(true, Ordering::Release);
+        let _ = self.main.wake();
+    }
 }
 
 /// The main loop's orders to a front loop.
@@ -162,6 +181,7 @@ impl MainLoop {
             waker,
             next_publish: Instant::now(),
             publish_armed: false,
+            died: None,
         }
     }
 }
@@ -197,20 +217,23 @@ impl Dispatcher {
             let (orders_tx, orders) = std::sync::mpsc::channel();
             let front = FrontLoop { orders, to_main: to_main.clone(), main_waker: main_waker.clone(), main_auth };
             let (config, shared) = (self.config.clone(), self.shared.clone());
+            let ended = Arc::new(AtomicBool::new(false));
+            let end_flag = ended.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("loop-{index}"))
                 .spawn(move || {
                     let waker = front.main_waker.clone();
                     let role = Role::Front(front);
+                    // The main loop learns of the end through the wake-up below, also after
+                    // a panic (unwinding drops this loop's connections and listener copies).
+                    let _end = EndSignal { ended: end_flag, main: waker };
                     let mut d = Dispatcher::with_role(config, Extensions::default(), poll, role, copies, shared, index);
                     if let Err(e) = d.run() {
                         error!("event loop {index} stopped: {e}");
                     }
-                    // The main loop waits for every front loop before it exits.
-                    let _ = waker.wake();
                 })
                 .map_err(RunError::Poll)?;
-            fronts.push(FrontHandle { orders: orders_tx, waker, thread: Some(thread) });
+            fronts.push(FrontHandle { ended, orders: orders_tx, waker, thread: Some(thread) });
         }
         if let Role::Main(main) = &mut self.role {
             main.fronts = fronts;
@@ -230,8 +253,16 @@ impl Dispatcher {
         match &mut self.role {
             Role::Main(main) => {
                 let handed: Vec<Handoff> = main.inbox.try_iter().collect();
+                let died = main.fronts.iter().position(|f| f.ended.load(Ordering::Acquire));
                 for h in handed {
                     self.adopt(h, now);
+                }
+                if let (Some(i), Phase::Running) = (died, self.phase)
+                    && let Role::Main(main) = &mut self.role
+                {
+                    main.died = Some(i + 1);
+                    error!("event loop {} stopped while the server runs: stopping", i + 1);
+                    self.fast_stop("an event loop died");
                 }
             }
             Role::Front(front) => {
@@ -396,7 +427,7 @@ impl Dispatcher {
     /// Every front loop has returned (the main loop exits only then).
     pub(super) fn fronts_done(&self) -> bool {
         match &self.role {
-            Role::Main(main) => main.fronts.iter().all(|f| f.thread.as_ref().is_none_or(|t| t.is_finished())),
+            Role::Main(main) => main.fronts.iter().all(|f| f.ended.load(Ordering::Acquire)),
             Role::Front(_) => true,
         }
     }

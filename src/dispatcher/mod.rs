@@ -215,6 +215,9 @@ pub enum RunError {
     Poll(io::Error),
     Signals(io::Error),
     UnknownNativeWorker { pool: String, name: String },
+    /// A front event loop ended while the server ran (a bug: it panicked). The server
+    /// stopped fast, so that a supervisor restarts it whole.
+    LoopDied(usize),
 }
 
 impl std::fmt::Display for RunError {
@@ -223,6 +226,9 @@ impl std::fmt::Display for RunError {
             RunError::Bind { addr, error } => write!(f, "could not listen on {addr}: {error}"),
             RunError::Poll(e) => write!(f, "could not create the event loop: {e}"),
             RunError::Signals(e) => write!(f, "could not install signal handlers: {e}"),
+            RunError::LoopDied(index) => {
+                write!(f, "event loop {index} stopped unexpectedly: the server stopped (see the log)")
+            }
             RunError::UnknownNativeWorker { pool, name } => {
                 write!(f, "pool `{pool}`: no native worker named `{name}` is registered (built-in: echo, chaos)")
             }
@@ -431,7 +437,10 @@ impl Dispatcher {
             self.recheck_budget_later(now);
             if self.should_exit(now) {
                 self.finish_stop();
-                return Ok(());
+                return match self.role {
+                    Role::Main(ref main) => main.died.map_or(Ok(()), |i| Err(RunError::LoopDied(i))),
+                    Role::Front(_) => Ok(()),
+                };
             }
         }
     }
