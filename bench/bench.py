@@ -11,7 +11,9 @@ Suites (docs/benchmarks.md has what each measures and the latest results):
     asgi     hello-JSON from a plain ASGI app and from FastAPI: rustworkers `asgi =`,
              uvicorn, granian --interface asgi
     ws       WebSocket echo round trips per second: rustworkers `asgi =`, uvicorn, granian
-    front    /health, a 2 KiB and a 1 MiB static file: rustworkers dispatcher vs nginx
+    front    /health, a 2 KiB and a 1 MiB static file: rustworkers dispatcher (1 and 2 event
+             loops) vs nginx (1 and 2 workers)
+    loops    a `python =` pool behind 1 and 2 event loops, keep-alive and a connection per request
     respawn  SIGKILL a worker, time until a new pid answers (median of 10); idle PSS
 
 It installs what is missing by package name (apt: wrk, nginx-light; a venv at bench/.venv
@@ -53,7 +55,7 @@ APPS = os.path.join(HERE, "apps")
 TOOLS = os.path.join(HERE, "tools")
 RESULTS = os.path.join(HERE, "results")
 REQUIREMENTS = os.path.join(HERE, "requirements.txt")
-SUITES = ["python", "asgi", "ws", "front", "respawn"]
+SUITES = ["python", "asgi", "ws", "front", "loops", "respawn"]
 CLK = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 60.0  # seconds a server gets to answer its ready URL
 ECHO_BODY = (b"0123456789abcdef" * 64)  # 1 KiB, the POST /api/echo body
@@ -452,6 +454,8 @@ class Load:
         a = ["wrk", f"-t{self.args.threads}", f"-c{self.args.conns}", f"-d{duration:g}s", "--latency"]
         if target.method == "POST":
             a += ["-s", self.post_lua]
+        if target.close:
+            a += ["-H", "Connection: close"]
         return a + [f"http://127.0.0.1:{port}{target.path}"]
 
     def ws_argv(self, target, port, duration):
@@ -538,10 +542,12 @@ class Server:
 
 
 class Target:
-    def __init__(self, label, server, path, group, method="GET", check=None, ref=False, kind="http", vs=None):
+    def __init__(self, label, server, path, group, method="GET", check=None, ref=False, kind="http", vs=None,
+                 close=False):
         self.label, self.server, self.path, self.group = label, server, path, group
         self.method, self.check, self.ref, self.kind = method, check, ref, kind
         self.vs = vs  # another Target: the ratio is against it instead of the group's reference
+        self.close = close  # a new connection per request (wrk -H "Connection: close")
         self.failed = None
         self.runs = []
 
@@ -811,12 +817,31 @@ def suite_front(ctx):
         Target("rustworkers, 2 loops", s["rw"], "/static/f1m.bin", "static 1 MiB", check=check_file(big)),
     ]
     notes = ["rustworkers answers `/health` and static files in its dispatcher (no pool), with `threads = 2` (two "
-             "event loops, as `auto` gives on 2 cores) and `threads = 1`; nginx with `worker_processes` 2 and 1. All "
+             "event loops, as `auto` gives on 2 cores without pools) and `threads = 1`; nginx with `worker_processes` 2 and 1. All "
              "answer `/health` with the same 26-byte JSON body. The native `echo` pool (2 workers, a separate "
              "instance, one loop as native pools require) shows what the pipe round trip to a worker costs against "
              "`/health` answered in the dispatcher. wrk itself needs most of one of the 2 cores."]
     return (list(s.values()), t, "Front: /health and static files, rustworkers dispatcher vs nginx (reference: nginx)",
             notes)
+
+
+def suite_loops(ctx):
+    hello = 'python = "hello_worker:HelloWorker"'
+    s = {
+        "one": ctx.rw_server("rw-python-loops-1", hello, threads=1),
+        "two": ctx.rw_server("rw-python-loops-2", hello, threads=2),
+    }
+    g_keep, g_close = "GET /api/hello, keep-alive", "GET /api/hello, a connection per request"
+    t = [
+        Target("rustworkers, 1 loop", s["one"], "/api/hello", g_keep, check=check_hello, ref=True),
+        Target("rustworkers, 2 loops", s["two"], "/api/hello", g_keep, check=check_hello),
+        Target("rustworkers, 1 loop", s["one"], "/api/hello", g_close, check=check_hello, ref=True, close=True),
+        Target("rustworkers, 2 loops", s["two"], "/api/hello", g_close, check=check_hello, close=True),
+    ]
+    notes = ["The same `python =` pool behind 1 and 2 event loops: a front loop hands each connection with a "
+             "pool request to the main loop once; with a connection per request (`wrk -H 'Connection: close'`, "
+             "like a proxy speaking HTTP/1.0 to its upstream) every request pays that handover."]
+    return list(s.values()), t, "Event loops and pool traffic: 1 loop vs 2 (reference: 1 loop)", notes
 
 
 # --------------------------------------------------------------------------- measuring
@@ -864,7 +889,8 @@ def fmt_num(v, nd=0):
 
 
 def run_suite(name, ctx, load, header):
-    builders = {"python": suite_python, "asgi": suite_asgi, "ws": suite_ws, "front": suite_front}
+    builders = {"python": suite_python, "asgi": suite_asgi, "ws": suite_ws, "front": suite_front,
+                "loops": suite_loops}
     servers, targets, title, suite_notes = builders[name](ctx)
     args = ctx.args
     logdir = os.path.join(RESULTS, "logs", name)

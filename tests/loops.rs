@@ -161,3 +161,54 @@ fn one_loop_runs_one_thread() {
     assert_eq!(get(&s.addr, "/api/hello").status, 200);
     assert_eq!(metric(&s.addr, "rustworkers_handoffs_total"), 0);
 }
+
+#[test]
+fn a_websocket_upgrade_on_a_front_connection_is_served_by_the_main_loop() {
+    let s = TestServer::start(
+        r#"
+[server]
+bind = ["127.0.0.1:0"]
+access_log = "off"
+threads = 2
+
+[[sync]]
+path = "/status"
+kind = "status"
+
+[[sync]]
+path = "/live"
+kind = "live"
+
+[[sync]]
+path = "/metrics"
+kind = "metrics"
+
+[[pool]]
+name = "chat"
+routes = ["/ws/**"]
+python = "ws_worker:ChatWorker"
+module_path = ["{repo}/tests/fixtures/python"]
+num_workers = 1
+"#,
+    );
+    assert_eq!(s.wait_ready("chat", 1, READY).len(), 1, "pool not ready; log:\n{}", s.log());
+    for round in 0..10 {
+        let mut c = Client::connect(&s.addr);
+        assert_eq!(c.request(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n").status, 200, "round {round}");
+        let r = c.request(
+            b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        );
+        assert_eq!(r.status, 101, "round {round}: {}", r.text());
+        assert_eq!(r.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        // A masked text frame "hi" (RFC 6455 5.3); the echo comes back unmasked.
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | 2];
+        frame.extend_from_slice(&mask);
+        frame.extend(b"hi".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        c.send(&frame);
+        let echo = c.read_exact_bytes(4, Duration::from_secs(5));
+        assert_eq!(echo, [0x81, 2, b'h', b'i'], "round {round}");
+    }
+    assert!(metric(&s.addr, "rustworkers_handoffs_total") > 0, "no upgrade went through a front loop");
+}

@@ -92,7 +92,7 @@ pub struct ServerConfig {
 /// `server.threads`: how many event loops the dispatcher runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Threads {
-    /// One per core, or one when a pool runs native workers (see `dispatcher::tuning::loops`).
+    /// One per core without pools, one with pools (see `dispatcher::tuning::loops`).
     Auto,
     Fixed(usize),
 }

@@ -2,15 +2,19 @@
 
 use std::time::Duration;
 
-use crate::config::{Config, PoolConfig, ServerConfig, Threads, WorkerKind};
+use crate::config::{Config, PoolConfig, ServerConfig, Threads};
 
-/// Event loops `[server] threads` gives: `auto` is one per core (nginx's
-/// `worker_processes auto`), except with native pools, which fork the dispatcher without
-/// exec and so need it single-threaded (config validation refuses a fixed count > 1).
+/// Event loops `[server] threads` gives. `auto` is one per core (nginx's
+/// `worker_processes auto`) for a server without pools, and one with pools: front loops
+/// hand each pool connection to the main loop, which costs a connection-per-request
+/// client (HTTP/1.0 from a proxy) 8-18 % of its throughput on 2 cores (docs/benchmarks.md,
+/// run 9), while pool traffic itself gains nothing from them. Native pools fork the
+/// dispatcher without exec and so need it single-threaded: config validation refuses a
+/// fixed count > 1 with them.
 pub fn loops(c: &Config) -> usize {
     match c.server.threads {
         Threads::Fixed(n) => n,
-        Threads::Auto if c.pools.iter().any(|p| matches!(p.worker, WorkerKind::Native(_))) => 1,
+        Threads::Auto if !c.pools.is_empty() => 1,
         Threads::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()).min(crate::config::MAX_THREADS),
     }
 }

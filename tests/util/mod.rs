@@ -360,6 +360,15 @@ impl Client {
         }
     }
 
+    /// The next `n` bytes after what responses consumed (a WebSocket's frames), within
+    /// `timeout`; fewer if the connection ends first.
+    pub fn read_exact_bytes(&mut self, n: usize, timeout: Duration) -> Vec<u8> {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        while self.buf.len() < n && self.fill() {}
+        let take = n.min(self.buf.len());
+        self.buf.drain(..take).collect()
+    }
+
     /// Read one response; `head_request` for responses to HEAD (no body).
     pub fn read_response_to(&mut self, head_request: bool) -> Option<Response> {
         let head_end = loop {
