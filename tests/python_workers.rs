@@ -718,11 +718,46 @@ fn a_hung_forkserver_is_given_up_and_workers_start_without_it() {
         now.len() == 1 && now[0] != workers[0]
     });
     let log = s.log();
-    assert!(log.contains("failed to fork a worker: no answer in time; starting it without"), "log:\n{log}");
+    assert!(log.contains("failed to fork a worker: no answer in time"), "log:\n{log}");
     wait_until(&s, "the hung fork-server was not killed and reaped", || !pid_alive(fs));
     assert_eq!(get(&s.addr, "/fx/pid").status, 200);
     // A new fork-server takes over later.
     wait_until(&s, "no new fork-server", || s.log_count("fork-server of pool fx ready") == 2);
+}
+
+/// The dispatcher never waits for a fork-server: while a fork request to a stopped one is
+/// outstanding (until its 250 ms timeout), the loop answers on. Requests are sent back
+/// to back through the whole window; a loop blocked on the answer would hold one of them
+/// for most of the 250 ms.
+#[test]
+fn a_fork_request_never_blocks_the_loop() {
+    let s = start_pool(
+        "fx",
+        r#"routes = ["/fx/**"]
+python = "rw_fixture_worker:FixtureWorker"
+module_path = ["{repo}/tests/fixtures/python"]
+num_workers = 1
+preload = true
+max_restarts = 100
+"#,
+    );
+    let workers = s.wait_ready("fx", 1, READY);
+    let fs = forkserver_pid(&s, &workers);
+    crate::util::kill(fs, libc::SIGSTOP);
+    crate::util::kill(workers[0], libc::SIGKILL);
+    let mut worst = Duration::ZERO;
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log().contains("failed to fork a worker: no answer in time") {
+        assert!(Instant::now() < deadline, "the fork request never timed out; log:\n{}", s.log());
+        let began = Instant::now();
+        assert_eq!(get(&s.addr, "/status").status, 200, "log:\n{}", s.log());
+        worst = worst.max(began.elapsed());
+        answered += 1;
+    }
+    assert!(answered >= 5, "too few requests in the window to tell: {answered}");
+    assert!(worst < Duration::from_millis(150), "a request waited {worst:?} while the fork request was out");
+    crate::util::kill(fs, libc::SIGKILL);
 }
 
 #[test]

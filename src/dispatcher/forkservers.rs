@@ -20,9 +20,10 @@ use nix::unistd::Pid;
 use super::keys::PoolId;
 use super::output::{self, Capture, OutputPipe, Which};
 use super::{Dispatcher, Subreaper, TAG_FORKSERVER, token, tuning};
-use crate::spawn::{self, SpawnedWorker};
+use crate::spawn;
 
-/// How long one fork request may take before the fork-server is given up on.
+/// How long one fork request may take before the fork-server is given up on (the loop
+/// never waits for it: a timer does).
 const FORK_TIMEOUT: Duration = Duration::from_millis(250);
 /// Wait before starting a new fork-server after one died or failed.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -39,13 +40,29 @@ pub(super) enum ForkServerState {
     Starting { deadline: Instant },
     /// Takes fork requests.
     Ready,
+    /// A fork request for `slot` is out; its answer is due by `deadline`. The pool's
+    /// other empty slots wait for it (one request at a time).
+    Forking { slot: usize, pending: spawn::forkserver::PendingFork, deadline: Instant },
+}
+
+/// What asking a pool's fork-server for a worker did.
+pub(super) enum ForkAsk {
+    /// Asked: the worker comes with the answer.
+    Asked,
+    /// It is importing the app or answering another request: the slot waits.
+    Wait,
+    /// No fork-server to ask (or it just failed): start the worker the ordinary way.
+    NoServer,
 }
 
 /// One pool's fork-server process.
 #[derive(Debug)]
 pub(super) struct ForkServer {
     pid: Pid,
+    /// Non-blocking, registered for reading for the fork-server's whole life.
     control: UnixStream,
+    /// Bytes of an answer line not complete yet.
+    line: Vec<u8>,
     state: ForkServerState,
     stdout: Option<OutputPipe>,
     stderr: Option<OutputPipe>,
@@ -64,14 +81,6 @@ pub(super) enum PoolForkServer {
 }
 
 impl Dispatcher {
-    /// Whether the pool's workers must wait (its fork-server is still importing the app).
-    pub(super) fn forkserver_starting(&self, p: PoolId) -> bool {
-        matches!(
-            self.forkservers.get(p.0),
-            Some(PoolForkServer::Running(fs)) if matches!(fs.state, ForkServerState::Starting { .. })
-        )
-    }
-
     /// Start the pool's fork-server if it is a preload pool without one (and its retry
     /// time has come); give up on one that did not get ready in time.
     pub(super) fn manage_forkserver(&mut self, p: PoolId, now: Instant) {
@@ -91,11 +100,25 @@ impl Dispatcher {
         let pool = &self.pools[p.0];
         match &self.forkservers[p.0] {
             PoolForkServer::Running(fs) => {
-                if let ForkServerState::Starting { deadline } = fs.state
-                    && now >= deadline
-                {
-                    error!("fork-server of pool {} not ready after {:?}: killed", pool.name(), pool.config.stuck_timeout);
-                    self.stop_forkserver(p, now);
+                match fs.state {
+                    ForkServerState::Starting { deadline } if now >= deadline => {
+                        error!(
+                            "fork-server of pool {} not ready after {:?}: killed",
+                            pool.name(),
+                            pool.config.stuck_timeout
+                        );
+                        self.stop_forkserver(p, now);
+                    }
+                    ForkServerState::Forking { deadline, .. } if now >= deadline => {
+                        warn!(
+                            "fork-server of pool {} (pid {}) failed to fork a worker: no answer in time \
+                             ({FORK_TIMEOUT:?}); starting it without",
+                            pool.name(),
+                            fs.pid
+                        );
+                        self.stop_forkserver(p, now);
+                    }
+                    _ => {}
                 }
                 return;
             }
@@ -123,9 +146,13 @@ impl Dispatcher {
             }
         };
         let deadline = now + cfg.stuck_timeout;
+        if let Err(e) = spawned.control.set_nonblocking(true) {
+            error!("fork-server of pool {}: its socket: {e}", cfg.name);
+        }
         let mut fs = ForkServer {
             pid: spawned.pid,
             control: spawned.control,
+            line: Vec::new(),
             state: ForkServerState::Starting { deadline },
             stdout: Some(OutputPipe::new(spawned.stdout_rx)),
             stderr: Some(OutputPipe::new(spawned.stderr_rx)),
@@ -153,27 +180,7 @@ impl Dispatcher {
         let now = Instant::now();
         let Some(PoolForkServer::Running(fs)) = self.forkservers.get_mut(p.0) else { return };
         match channel {
-            CH_CONTROL => {
-                if !matches!(fs.state, ForkServerState::Starting { .. }) {
-                    return; // a ready one only answers requests, read where they are made
-                }
-                let line = spawn::forkserver::read_line(&mut fs.control, now + FORK_TIMEOUT);
-                match line.ok().and_then(|l| serde_json::from_slice::<spawn::forkserver::Ready>(&l).ok()) {
-                    Some(ready) if ready.ready => {
-                        let fd = fs.control.as_raw_fd();
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-                        fs.state = ForkServerState::Ready;
-                        info!("fork-server of pool {} ready (pid {})", self.pools[p.0].name(), ready.pid);
-                        self.dirty.pools.push(p);
-                        self.dirty.manage = true;
-                    }
-                    _ => {
-                        // EOF (it failed to import: its traceback is on its stderr) or junk.
-                        self.stop_forkserver(p, now);
-                        self.dirty.manage = true;
-                    }
-                }
-            }
+            CH_CONTROL => self.read_forkserver(p, now),
             CH_STDOUT | CH_STDERR => {
                 let which = if channel == CH_STDOUT { Which::Stdout } else { Which::Stderr };
                 let pipe = if channel == CH_STDOUT { &mut fs.stdout } else { &mut fs.stderr };
@@ -185,24 +192,98 @@ impl Dispatcher {
         }
     }
 
-    /// A worker for slot `slot` of pool `p` from its fork-server: `None` when the pool
-    /// has no ready fork-server or it failed (then it is stopped, and the caller spawns
-    /// the worker the ordinary way).
-    pub(super) fn fork_from_server(&mut self, p: PoolId, slot: usize, now: Instant) -> Option<SpawnedWorker> {
-        let Some(PoolForkServer::Running(fs)) = self.forkservers.get_mut(p.0) else { return None };
-        if !matches!(fs.state, ForkServerState::Ready) {
-            return None;
+    /// The fork-server's socket is readable: its ready line, a fork answer, or its end.
+    fn read_forkserver(&mut self, p: PoolId, now: Instant) {
+        loop {
+            let Some(PoolForkServer::Running(fs)) = self.forkservers.get_mut(p.0) else { return };
+            let line = match spawn::forkserver::read_lines(&mut fs.control, &mut fs.line) {
+                Ok(Some(line)) => line,
+                Ok(None) => return,
+                Err(e) if matches!(fs.state, ForkServerState::Ready) => {
+                    // It died (its reaping reports how and replaces it) or closed its
+                    // socket: then the next request fails and replaces it.
+                    debug!("fork-server of pool {} (pid {}): {e}", self.pools[p.0].name(), fs.pid);
+                    let fd = fs.control.as_raw_fd();
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    return;
+                }
+                Err(e) => {
+                    // Starting: it failed to import (its traceback is on its stderr) or
+                    // died; forking: the worker starts without it.
+                    let what = if matches!(fs.state, ForkServerState::Forking { .. }) {
+                        "failed to fork a worker"
+                    } else {
+                        "stopped before it was ready"
+                    };
+                    warn!("fork-server of pool {} (pid {}) {what}: {e}", self.pools[p.0].name(), fs.pid);
+                    self.stop_forkserver(p, now);
+                    self.dirty.manage = true;
+                    return;
+                }
+            };
+            match std::mem::replace(&mut fs.state, ForkServerState::Ready) {
+                ForkServerState::Starting { .. } => {
+                    match serde_json::from_slice::<spawn::forkserver::Ready>(&line) {
+                        Ok(ready) if ready.ready => {
+                            info!("fork-server of pool {} ready (pid {})", self.pools[p.0].name(), ready.pid);
+                            self.dirty.pools.push(p);
+                            self.dirty.manage = true;
+                        }
+                        _ => {
+                            warn!("fork-server of pool {}: not a ready line: killed", self.pools[p.0].name());
+                            self.stop_forkserver(p, now);
+                            self.dirty.manage = true;
+                            return;
+                        }
+                    }
+                }
+                ForkServerState::Forking { slot, pending, .. } => {
+                    match spawn::forkserver::take_answer(pending, &line) {
+                        Ok(worker) => self.spawn_worker(p, slot, Some(worker), now),
+                        Err(e) => {
+                            warn!(
+                                "fork-server of pool {} (pid {}) failed to fork a worker: {e}; starting it without",
+                                self.pools[p.0].name(),
+                                fs.pid
+                            );
+                            self.stop_forkserver(p, now);
+                        }
+                    }
+                    // The pool's next empty slot, if any, is asked for now.
+                    self.dirty.manage = true;
+                }
+                ForkServerState::Ready => {
+                    warn!("fork-server of pool {}: an answer nobody asked for: killed", self.pools[p.0].name());
+                    self.stop_forkserver(p, now);
+                    self.dirty.manage = true;
+                    return;
+                }
+            }
         }
-        match spawn::forkserver::fork_worker(&mut fs.control, slot, FORK_TIMEOUT) {
-            Ok(w) => Some(w),
+    }
+
+    /// Ask pool `p`'s fork-server for a worker for `slot`; the answer arrives as an event
+    /// (`read_forkserver`), or does not by `FORK_TIMEOUT` (`manage_forkserver`).
+    pub(super) fn fork_from_server(&mut self, p: PoolId, slot: usize, now: Instant) -> ForkAsk {
+        let Some(PoolForkServer::Running(fs)) = self.forkservers.get_mut(p.0) else { return ForkAsk::NoServer };
+        if !matches!(fs.state, ForkServerState::Ready) {
+            return ForkAsk::Wait;
+        }
+        match spawn::forkserver::ask_fork(&mut fs.control, slot) {
+            Ok(pending) => {
+                let deadline = now + FORK_TIMEOUT;
+                fs.state = ForkServerState::Forking { slot, pending, deadline };
+                self.arm_pool(p, deadline);
+                ForkAsk::Asked
+            }
             Err(e) => {
                 warn!(
-                    "fork-server of pool {} (pid {}) failed to fork a worker: {e}; starting it without",
+                    "fork-server of pool {} (pid {}) could not be asked for a worker: {e}; starting it without",
                     self.pools[p.0].name(),
                     fs.pid
                 );
                 self.stop_forkserver(p, now);
-                None
+                ForkAsk::NoServer
             }
         }
     }
@@ -217,9 +298,9 @@ impl Dispatcher {
         };
         let reg = self.poll.registry();
         let fd = fs.control.as_raw_fd();
-        if matches!(fs.state, ForkServerState::Starting { .. }) {
-            let _ = reg.deregister(&mut SourceFd(&fd));
-        }
+        let _ = reg.deregister(&mut SourceFd(&fd));
+        // A pending fork's pipe ends close with `fs`: a worker forked meanwhile reads EOF
+        // and exits (it is our child, reaped like any).
         for mut o in [fs.stdout, fs.stderr].into_iter().flatten() {
             let _ = reg.deregister(&mut o.rx);
         }

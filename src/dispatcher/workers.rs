@@ -27,7 +27,8 @@ use super::{
 use crate::config::WorkerKind;
 use crate::ipc::{self, ConfigMeta, Event, Frame, FrameDecoder, FrameOrder, FrameType};
 use crate::pool::{AfterExit, Exit};
-use crate::spawn::{self, Program, SpawnSpec};
+use crate::spawn::{self, Program, SpawnSpec, SpawnedWorker};
+use super::forkservers::ForkAsk;
 
 /// Bytes read from one reply pipe per turn (the rest next turn).
 const REPLY_TURN_BUDGET: usize = 1 << 20;
@@ -169,11 +170,21 @@ impl Dispatcher {
         }
         for p in 0..self.pools.len() {
             self.manage_forkserver(PoolId(p), now);
-            if self.forkserver_starting(PoolId(p)) {
-                continue; // its workers come from the fork-server once it has the app
-            }
+            let mut waiting = false;
             for slot in self.pools[p].slots_to_spawn(now) {
-                self.spawn_worker(PoolId(p), slot, now);
+                match self.fork_from_server(PoolId(p), slot, now) {
+                    ForkAsk::NoServer => self.spawn_worker(PoolId(p), slot, None, now),
+                    // One request at a time: the other slots wait for its answer (or for
+                    // the app's import), which marks the pools for management again; its
+                    // deadline is armed. Arming the due slots' time would spin.
+                    ForkAsk::Asked | ForkAsk::Wait => {
+                        waiting = true;
+                        break;
+                    }
+                }
+            }
+            if waiting {
+                continue;
             }
             if let Some(at) = self.pools[p].next_event() {
                 self.arm_pool(PoolId(p), at);
@@ -181,9 +192,20 @@ impl Dispatcher {
         }
     }
 
-    fn spawn_worker(&mut self, p: PoolId, slot: usize, now: Instant) {
+    /// Start a worker in `slot`, or take the one a fork-server forked for it (`forked`).
+    /// A forked worker whose slot is no longer wanted (a stop, a resize, a reload since the
+    /// request) is killed; it is our child, reaped like any.
+    pub(super) fn spawn_worker(&mut self, p: PoolId, slot: usize, forked: Option<SpawnedWorker>, now: Instant) {
         let name = format!("{}/{}", self.pools[p.0].name(), slot);
-        let forked = self.fork_from_server(p, slot, now);
+        if let Some(w) = &forked
+            && (matches!(self.phase, Phase::Stopping { .. })
+                || self.pools[p.0].retired
+                || !self.pools[p.0].slots_to_spawn(now).contains(&slot))
+        {
+            debug!("worker {name} forked after its slot was no longer wanted: killed");
+            let _ = kill(w.pid, Signal::SIGKILL);
+            return;
+        }
         let how = if forked.is_some() { " by the fork-server" } else { "" };
         let pool = &self.pools[p.0];
         // The ordinary spawn's spec (command line, shim lookup) only when it is needed.

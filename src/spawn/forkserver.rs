@@ -2,14 +2,13 @@
 //! one worker. The protocol (one JSON line each way, four pipe ends passed with
 //! SCM_RIGHTS) is described in `workers/rustworkers/forkserver.py` and docs/python.md.
 //!
-//! The request is synchronous but bounded: the fork-server only forks (its app was
-//! imported before it said ready), which takes a few milliseconds; past `timeout` the
-//! caller gives up on it (and kills it) and spawns the worker the ordinary way.
+//! Nothing here blocks: the dispatcher asks (`ask_fork`, one small message on an empty
+//! socket), reads what arrived when the socket is readable (`read_lines`), and takes the
+//! answer (`take_answer`). It bounds the wait with a timer of its own.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::unistd::Pid;
@@ -32,61 +31,68 @@ struct Answer {
     error: Option<String>,
 }
 
-/// Read one `\n`-terminated line from a blocking socket, waiting at most until
-/// `deadline`. Bytes after the newline would belong to no request: there are none, since
-/// the fork-server answers each request once.
-pub fn read_line(sock: &mut UnixStream, deadline: Instant) -> io::Result<Vec<u8>> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 256];
+/// Read what the non-blocking socket has into `buf`; -> the first complete line (taken
+/// out of `buf`), `None` while it is incomplete. EOF, a line over `MAX_ANSWER` and read
+/// errors are errors. Edge-triggered callers call it until it returns `None`.
+pub fn read_lines(sock: &mut UnixStream, buf: &mut Vec<u8>) -> io::Result<Option<Vec<u8>>> {
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
+        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line = buf[..end].to_vec();
+            buf.drain(..=end);
+            return Ok(Some(line));
         }
-        sock.set_read_timeout(Some(left))?;
-        let n = match sock.read(&mut byte) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the fork-server closed its socket")),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time"));
-            }
-            Err(e) => return Err(e),
-        };
-        line.extend_from_slice(&byte[..n]);
-        if let Some(end) = line.iter().position(|&b| b == b'\n') {
-            line.truncate(end);
-            return Ok(line);
-        }
-        if line.len() > MAX_ANSWER {
+        if buf.len() > MAX_ANSWER {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "answer line too long"));
+        }
+        let mut chunk = [0u8; 512];
+        match sock.read(&mut chunk) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the fork-server closed its socket")),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// Ask the fork-server on `sock` for worker `worker_id`; -> the worker with the
-/// dispatcher's ends of its four pipes, as `spawn_worker` returns it. The worker is a
-/// child of the dispatcher (re-parented: the dispatcher is a child subreaper).
-pub fn fork_worker(sock: &mut UnixStream, worker_id: usize, timeout: Duration) -> io::Result<SpawnedWorker> {
-    let deadline = Instant::now() + timeout;
+/// A fork request sent, its answer not read yet: the dispatcher's ends of the new
+/// worker's four pipes (dropping it closes them: a worker forked meanwhile sees EOF and
+/// exits).
+#[derive(Debug)]
+pub struct PendingFork {
+    request_w: OwnedFd,
+    reply_r: OwnedFd,
+    stdout_r: OwnedFd,
+    stderr_r: OwnedFd,
+}
+
+/// Ask the fork-server on `sock` (non-blocking, with no request outstanding) for worker
+/// `worker_id`: the worker's ends of four new pipes go with the request (SCM_RIGHTS).
+pub fn ask_fork(sock: &mut UnixStream, worker_id: usize) -> io::Result<PendingFork> {
     let (request_r, request_w) = pipe()?;
     let (reply_r, reply_w) = pipe()?;
     let (stdout_r, stdout_w) = pipe()?;
     let (stderr_r, stderr_w) = pipe()?;
     let line = format!("{{\"worker_id\":{worker_id},\"dispatcher\":{}}}\n", std::process::id());
     let fds = [request_r.as_raw_fd(), reply_w.as_raw_fd(), stdout_w.as_raw_fd(), stderr_w.as_raw_fd()];
-    sock.set_write_timeout(Some(timeout))?;
     let iov = [io::IoSlice::new(line.as_bytes())];
+    // The socket is empty (one request at a time, each answered before the next): the
+    // short line goes whole, or the fork-server is given up on.
     let sent = sendmsg::<()>(sock.as_fd().as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
         .map_err(io::Error::from)?;
     if sent < line.len() {
-        // The fds went with the first byte; the rest of the line follows plainly.
-        sock.write_all(&line.as_bytes()[sent..])?;
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "the fork request did not fit its socket"));
     }
-    // Ours to close now: the worker holds its own copies.
+    // The worker's ends are ours to close now: the fork-server holds copies.
     drop((request_r, reply_w, stdout_w, stderr_w));
-    let answer = read_line(sock, deadline)?;
-    let answer: Answer = serde_json::from_slice(&answer)
+    Ok(PendingFork { request_w, reply_r, stdout_r, stderr_r })
+}
+
+/// The fork-server's answer `line` to `pending`; -> the worker, as `spawn_worker` returns
+/// it. The worker is a child of the dispatcher (re-parented: the dispatcher is a child
+/// subreaper).
+pub fn take_answer(pending: PendingFork, line: &[u8]) -> io::Result<SpawnedWorker> {
+    let answer: Answer = serde_json::from_slice(line)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad answer: {e}")))?;
     let pid = match (answer.pid, answer.error) {
         (Some(pid), _) if pid > 1 => Pid::from_raw(pid),
@@ -98,10 +104,10 @@ pub fn fork_worker(sock: &mut UnixStream, worker_id: usize, timeout: Duration) -
     if parent_of(pid) != Some(nix::unistd::getpid()) {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("pid {pid} is not our child")));
     }
-    let request_tx = mio::unix::pipe::Sender::from(request_w);
-    let reply_rx = mio::unix::pipe::Receiver::from(reply_r);
-    let stdout_rx = mio::unix::pipe::Receiver::from(stdout_r);
-    let stderr_rx = mio::unix::pipe::Receiver::from(stderr_r);
+    let request_tx = mio::unix::pipe::Sender::from(pending.request_w);
+    let reply_rx = mio::unix::pipe::Receiver::from(pending.reply_r);
+    let stdout_rx = mio::unix::pipe::Receiver::from(pending.stdout_r);
+    let stderr_rx = mio::unix::pipe::Receiver::from(pending.stderr_r);
     request_tx.set_nonblocking(true)?;
     reply_rx.set_nonblocking(true)?;
     stdout_rx.set_nonblocking(true)?;
