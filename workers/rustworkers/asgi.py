@@ -119,21 +119,34 @@ def build_scope(meta, root_path="", state=None):
     set when the path lies under it; `path` keeps the prefix (ASGI 2.4, uvicorn)."""
     raw = meta.get("path") or "/"
     raw_path = _latin1(raw)
-    path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+    # Most paths have no escape: decoding them is the identity (and costs a call).
+    path = unquote_to_bytes(raw_path).decode("utf-8", "replace") if "%" in raw or not raw.isascii() else raw
     root = root_path.rstrip("/")
     if not (root and (path == root or path.startswith(root + "/"))):
         root = ""
     scheme = meta.get("scheme") or "http"
-    headers = []
     host = None
     has_ctype = False
-    for pair in meta.get("headers") or ():
-        name, value = str(pair[0]).lower(), str(pair[1])
-        if name == "host" and host is None:
-            host = value.strip()
-        elif name == "content-type":
-            has_ctype = True
-        headers.append((_latin1(name), _latin1(value)))
+    pairs = meta.get("headers") or ()
+    try:
+        # Pairs of str, all latin-1: one comprehension. Anything else (a value outside
+        # latin-1, a non-str) takes the general loop below.
+        headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in pairs]
+        for name, value in headers:
+            if name == b"host":
+                if host is None:
+                    host = value.decode("latin-1").strip()
+            elif name == b"content-type":
+                has_ctype = True
+    except (UnicodeEncodeError, AttributeError, ValueError, TypeError):
+        headers = []
+        for pair in pairs:
+            name, value = str(pair[0]).lower(), str(pair[1])
+            if name == "host" and host is None:
+                host = value.strip()
+            elif name == "content-type":
+                has_ctype = True
+            headers.append((_latin1(name), _latin1(value)))
     if meta.get("forwarded") and not has_ctype and meta.get("content_type"):
         headers.append((b"content-type", _latin1(str(meta["content_type"]))))
     addr = meta.get("remote_addr")
@@ -183,10 +196,11 @@ def response_head(message):
         raise ValueError("invalid status %r" % (status,))
     pairs = []
     for name, value in message.get("headers") or ():
-        name = bytes(name).decode("latin-1")
-        value = bytes(value).decode("latin-1")
-        if _clean(name) and _clean(value):
-            pairs.append([name, value])
+        name = (name if name.__class__ is bytes else bytes(name)).decode("latin-1")
+        value = (value if value.__class__ is bytes else bytes(value)).decode("latin-1")
+        if "\r" in name or "\n" in name or "\0" in name or not _clean(value):
+            continue
+        pairs.append([name, value])
     return {"status": status, "headers": pairs}
 
 
