@@ -212,3 +212,34 @@ num_workers = 1
     }
     assert!(metric(&s.addr, "rustworkers_handoffs_total") > 0, "no upgrade went through a front loop");
 }
+
+#[test]
+fn a_reload_cannot_add_a_native_pool_to_several_loops() {
+    let s = TestServer::start(
+        r#"
+[server]
+bind = ["127.0.0.1:0"]
+access_log = "off"
+threads = 2
+
+[[sync]]
+path = "/live"
+kind = "live"
+"#,
+    );
+    let config = std::fs::read_to_string(s.dir.path().join("config.toml")).expect("config");
+    s.dir.write(
+        "config.toml",
+        format!("{config}\n[[pool]]\nname = \"echo\"\nroutes = [\"/echo/**\"]\nnative = \"echo\"\n")
+            .replace("threads = 2", "threads = 1"),
+    );
+    s.signal(libc::SIGHUP);
+    assert!(
+        s.wait_for_log("pool `echo` is native, which needs one event loop", Duration::from_secs(5)),
+        "log:\n{}",
+        s.log()
+    );
+    assert_eq!(get(&s.addr, "/echo/x").status, 404, "the running config stays");
+    assert_eq!(get(&s.addr, "/live").status, 200);
+    assert_eq!(threads_of(s.pid), 2);
+}
