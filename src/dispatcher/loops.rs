@@ -11,7 +11,9 @@
 //! stays there. A pool request thus never crosses threads: its path is the single loop's,
 //! with no channel hop, no cross-thread wake-up and no lock per request, so one thread
 //! stays as fast as before and the 2-core numbers in docs/benchmarks.md justify it (the
-//! workers need the other core). A keep-alive client pays one handoff.
+//! workers need the other core). A keep-alive client pays one handoff; a client that
+//! opens a connection per request pays one per request (about 16 µs of CPU here), which
+//! is why `threads = "auto"` gives one loop when pools exist (`tuning::loops`).
 //!
 //! What the loops share (`Shared`): the connection count (`max_connections` is global),
 //! the memory budget's total, each loop's counters, and the pools' state as the main loop
