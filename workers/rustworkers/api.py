@@ -590,7 +590,7 @@ class Worker:
         self._routes_by_len = by_len
 
     def _match_route(self, request):
-        path_segs = tuple(seg for seg in request.path.split("/") if seg)
+        path_segs = tuple(filter(None, request.path.split("/")))
         method = request.method
         for segs, literal, methods, _m, handler in self._routes_by_len.get(len(path_segs), ()):
             if methods is not None and method not in methods:
@@ -608,7 +608,7 @@ class Worker:
         return None
 
     def _match_ws_route(self, request):
-        path_segs = tuple(seg for seg in request.path.split("/") if seg)
+        path_segs = tuple(filter(None, request.path.split("/")))
         for segs, handler in self._ws_routes:
             if len(segs) != len(path_segs):
                 continue
@@ -625,7 +625,7 @@ class Worker:
 
     def _allowed_methods(self, path):
         """Union of the methods of every route matching `path` (QUIRK 1 fixed)."""
-        path_segs = tuple(seg for seg in path.split("/") if seg)
+        path_segs = tuple(filter(None, path.split("/")))
         allowed = []
         matched = False
         for segs, literal, _ms, methods, _h in self._routes_by_len.get(len(path_segs), ()):
@@ -1020,10 +1020,11 @@ class Worker:
                 data = bytes(body)
             return Request(-1, meta.get("method") or "POST", meta.get("path") or "/", data=data)
         ctype = headers.get("content-type", "")
+        query = meta.get("query")
         return Request(frame.request_id, meta.get("method", "GET"),
                        httpdata.decode_path(meta.get("path") or "/"),
-                       query=httpdata.decode_query(meta.get("query")),
-                       data=httpdata.decode_body(ctype, body),
+                       query=httpdata.decode_query(query) if query is not None else None,
+                       data=httpdata.decode_body(ctype, body) if body else None,
                        headers=headers, content_type=ctype,
                        remote_address=meta.get("remote_addr"),
                        context=meta.get("context"))

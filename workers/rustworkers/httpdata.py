@@ -76,7 +76,10 @@ def header_dict(pairs):
     """[[name, value], ...] -> dict, lower-case names, repeats joined (cookie with '; ')."""
     headers = {}
     for pair in pairs or ():
-        name, value = str(pair[0]).lower(), str(pair[1]).strip()
+        name, value = pair[0], pair[1]
+        # The dispatcher sends str pairs; anything else (a FORWARD's headers) is made one.
+        name = (name if name.__class__ is str else str(name)).lower()
+        value = (value if value.__class__ is str else str(value)).strip()
         if name in headers:
             sep = "; " if name == "cookie" else ", "
             headers[name] = headers[name] + sep + value
@@ -113,6 +116,21 @@ def cookie_header(name, value):
     return "%s=%s" % (name, value)
 
 
+# json.dumps(data) with its defaults, without its Python layers (dumps -> encode ->
+# iterencode, which builds a C encoder per call): the C encoder, built per call with its
+# own circular-reference markers, as iterencode does.
+_JSON_DEFAULTS = json.JSONEncoder()
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
+def _json_text(data):
+    if _c_make_encoder is None:
+        return _JSON_DEFAULTS.encode(data)
+    enc = _c_make_encoder({}, _JSON_DEFAULTS.default, json.encoder.encode_basestring_ascii, None,
+                          ": ", ", ", False, False, True)
+    return "".join(enc(data, 0))
+
+
 def encode_body(data):
     """-> (body bytes, default content-type or None). TypeError for unsupported types."""
     if data is None:
@@ -122,7 +140,7 @@ def encode_body(data):
     if isinstance(data, str):
         return data.encode("utf-8"), "text/html; charset=UTF-8"
     if isinstance(data, (dict, list, tuple, int, float)):
-        return json.dumps(data).encode("ascii"), "application/json"
+        return _json_text(data).encode("ascii"), "application/json"
     raise TypeError("unsupported response body type %s" % type(data).__name__)
 
 

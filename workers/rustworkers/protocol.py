@@ -153,6 +153,43 @@ def ws_payload(frame):
     return bytes(frame.body)
 
 
+# json.loads without its Python layers (loads -> decode -> raw_decode): the C scanner.
+_scan_json = json.JSONDecoder().scan_once
+_JSON_WS = b" \t\n\r"
+
+
+def _decode_meta(meta_b):
+    """Meta bytes -> dict; ProtocolError unless exactly one JSON object (surrounding JSON
+    whitespace allowed)."""
+    try:
+        text = meta_b.decode("utf-8")
+        start = 0
+        if text[0] in " \t\n\r":
+            start = len(text) - len(text.lstrip(" \t\n\r"))
+        meta, end = _scan_json(text, start)
+    except (UnicodeDecodeError, ValueError, IndexError) as err:
+        raise ProtocolError("meta is not JSON: %s" % err) from None
+    except StopIteration as err:
+        raise ProtocolError("meta is not JSON: nothing to decode at %d" % err.value) from None
+    if end != len(text) and text[end:].strip(" \t\n\r"):
+        raise ProtocolError("meta is not JSON: extra data at %d" % end)
+    if meta.__class__ is not dict:
+        raise ProtocolError("meta is not a JSON object")
+    return meta
+
+
+def _header_error(magic, version, ftype, meta_len, body_len, max_body):
+    if magic != MAGIC:
+        raise ProtocolError("bad magic %r" % magic)
+    if version != VERSION:
+        raise ProtocolError("unsupported protocol version %d" % version)
+    if ftype not in TYPE_NAMES:
+        raise ProtocolError("unknown frame type %d" % ftype)
+    if meta_len > MAX_META:
+        raise ProtocolError("meta_len %d over limit %d" % (meta_len, MAX_META))
+    raise ProtocolError("body_len %d over limit %d" % (body_len, max_body))
+
+
 class FrameDecoder:
     """Incremental decoder: `feed(bytes)` returns the list of complete frames;
     `push(bytes)` + `frames()` yields them one by one, so a limit change made while
@@ -199,33 +236,23 @@ class FrameDecoder:
                 raise ProtocolError("bad magic %r" % bytes(buf[:2]))
             return None
         magic, version, ftype, rid, meta_len, body_len = HEADER.unpack_from(buf)
-        if magic != MAGIC:
-            raise ProtocolError("bad magic %r" % magic)
-        if version != VERSION:
-            raise ProtocolError("unsupported protocol version %d" % version)
-        if ftype not in TYPE_NAMES:
-            raise ProtocolError("unknown frame type %d" % ftype)
-        if meta_len > MAX_META:
-            raise ProtocolError("meta_len %d over limit %d" % (meta_len, MAX_META))
-        if body_len > self.max_body:
-            raise ProtocolError("body_len %d over limit %d" % (body_len, self.max_body))
+        # One test on the common path; the slow path says which rule broke.
+        if magic != MAGIC or version != VERSION or ftype not in TYPE_NAMES \
+                or meta_len > MAX_META or body_len > self.max_body:
+            _header_error(magic, version, ftype, meta_len, body_len, self.max_body)
         total = HEADER_LEN + meta_len + body_len
         if len(buf) < total:
             return None
-        meta_b = bytes(buf[HEADER_LEN:HEADER_LEN + meta_len])
-        body = bytes(buf[HEADER_LEN + meta_len:total])
+        meta_end = HEADER_LEN + meta_len
+        meta_b = bytes(buf[HEADER_LEN:meta_end])
+        body = bytes(buf[meta_end:total]) if body_len else b""
         del buf[:total]
         if meta_len == 0:
             meta = {}
         elif meta_b in _KNOWN_META:
             meta = dict(_KNOWN_META[meta_b])
         else:
-            try:
-                meta = json.loads(meta_b.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as err:
-                raise ProtocolError("meta is not JSON: %s" % err) from None
-            if not isinstance(meta, dict):
-                raise ProtocolError("meta is not a JSON object")
+            meta = _decode_meta(meta_b)
         return Frame(ftype, rid, meta, body)
 
 
