@@ -1,8 +1,9 @@
 //! rustworkers: a pre-fork worker server.
 //!
-//! One dispatcher process runs a single-threaded mio event loop that owns every socket,
-//! parses HTTP/1.1, answers static files and built-in sync handlers itself, and forwards
-//! every other request over pipes to forked worker processes grouped in pools.
+//! One dispatcher process runs mio event loops (one by default with pools, see
+//! `[server] threads`) that own every socket, parse HTTP/1.1, answer static files and
+//! built-in sync handlers themselves, and forward every other request over pipes to forked
+//! worker processes grouped in pools.
 //! See `docs/` for the pipe protocol and the config reference.
 
 pub mod auth;
@@ -12,6 +13,7 @@ pub mod conformance;
 pub mod dispatcher;
 pub mod extensions;
 pub mod http;
+pub(crate) mod idmap;
 pub mod ipc;
 pub mod logging;
 pub mod metrics;

@@ -25,3 +25,4 @@ impl fmt::Display for ReqId {
         self.0.fmt(f)
     }
 }
+

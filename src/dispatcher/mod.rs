@@ -33,7 +33,6 @@ mod timers;
 mod tuning;
 mod workers;
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -50,6 +49,7 @@ use crate::pool::Pool;
 use budget::Budget;
 pub use connection::Conn;
 use connection::{Clocks, Expiry, Flush, SocketRead};
+use crate::idmap::{IdMap, IdSet};
 pub use keys::{ConnKey, PoolId, ReqId, WorkerKey};
 use listeners::Listener;
 use loops::{Parsed, Role, Shared};
@@ -257,10 +257,10 @@ pub struct Dispatcher {
     pools: Vec<Pool>,
     workers: Slab<WorkerProc>,
     /// pid → worker key, for reaping.
-    pids: HashMap<i32, WorkerKey>,
-    inflight: HashMap<ReqId, Inflight>,
+    pids: IdMap<i32, WorkerKey>,
+    inflight: IdMap<ReqId, Inflight>,
     /// Streams whose worker was sent FLOW paused (slow client).
-    paused_streams: HashSet<ReqId>,
+    paused_streams: IdSet<ReqId>,
     next_request_id: u64,
     next_serial: u64,
     phase: Phase,
@@ -278,7 +278,7 @@ pub struct Dispatcher {
     /// Fork-servers of `preload` pools, by pool index.
     forkservers: Vec<forkservers::PoolForkServer>,
     /// pid → pool, for reaping fork-servers.
-    forkserver_pids: HashMap<i32, PoolId>,
+    forkserver_pids: IdMap<i32, PoolId>,
     /// PR_SET_CHILD_SUBREAPER: workers forked by a fork-server become our children.
     /// Without it, `preload` pools start workers the ordinary way.
     subreaper: Subreaper,
@@ -381,9 +381,9 @@ impl Dispatcher {
             conns: Slab::new(),
             pools,
             workers: Slab::new(),
-            pids: HashMap::new(),
-            inflight: HashMap::new(),
-            paused_streams: HashSet::new(),
+            pids: IdMap::default(),
+            inflight: IdMap::default(),
+            paused_streams: IdSet::default(),
             next_request_id: 1,
             next_serial: 1,
             phase: Phase::Running,
@@ -396,7 +396,7 @@ impl Dispatcher {
             budget_recheck_armed: false,
             dirty: Dirty::default(),
             forkservers: Vec::new(),
-            forkserver_pids: HashMap::new(),
+            forkserver_pids: IdMap::default(),
             subreaper: Subreaper::NotTried,
         }
     }

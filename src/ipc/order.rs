@@ -8,7 +8,9 @@
 //! Sans-IO: it never writes to a pipe or kills anything; the caller acts on the
 //! [`Event`] or [`Violation`] it returns.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::idmap::IdMap;
 use std::fmt;
 
 use super::frame::{Frame, FrameError, FrameType};
@@ -238,7 +240,7 @@ pub struct FrameOrder {
     /// starts requests in the order given, at most `credits` at a time.
     prefetch: u32,
     /// Requests given and not finished by the worker (open or abandoned).
-    held: HashMap<u64, Entry>,
+    held: IdMap<u64, Entry>,
     /// Sequence number of the next request given.
     next_seq: u64,
     /// Abandoned requests a heartbeat showed the worker dropped, oldest first: no credit,
