@@ -13,7 +13,7 @@ use super::{ConnKey, Dispatcher, Inflight, Phase, PoolId, ReplyTo, ReqId, ReqKin
 use crate::auth::AuthDecision;
 use crate::config::{AccessLog, SyncKind};
 use crate::http::{self, BodyFraming, ReadEvent, Request, Version};
-use crate::ipc::{self, FrameType, RequestMeta};
+use crate::ipc::{self, RequestMeta};
 use crate::static_files::{self, StaticBody, StaticOutcome};
 use crate::websocket::CloseCode;
 
@@ -790,7 +790,7 @@ pub(super) fn request_meta(
 /// A REQUEST frame, or why the protocol cannot carry it.
 fn encode_request(id: ReqId, meta: &RequestMeta, body: &[u8]) -> Result<Vec<u8>, ipc::EncodeError> {
     let mut frame = Vec::with_capacity(256 + body.len());
-    ipc::encode_json(&mut frame, FrameType::Request, id.0, meta, body)?;
+    ipc::encode_request(&mut frame, id.0, meta, body)?;
     Ok(frame)
 }
 

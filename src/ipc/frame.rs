@@ -317,14 +317,44 @@ pub fn encode_json<T: serde::Serialize>(
     meta: &T,
     body: &[u8],
 ) -> Result<(), EncodeError> {
+    encode_with(out, kind, request_id, body, |out| {
+        if let Err(e) = serde_json::to_writer(&mut *out, meta) {
+            // Only possible for a Serialize impl that refuses (e.g. non-string map keys):
+            // a programming error. Send `{}` rather than a half-written meta.
+            log::error!("could not serialize {kind} meta: {e}");
+            return false;
+        }
+        true
+    })
+}
+
+/// Appends one REQUEST frame (`RequestMeta::write_json`, the hot path's encoder).
+pub fn encode_request(
+    out: &mut Vec<u8>,
+    request_id: u64,
+    meta: &super::RequestMeta,
+    body: &[u8],
+) -> Result<(), EncodeError> {
+    encode_with(out, FrameType::Request, request_id, body, |out| {
+        meta.write_json(out);
+        true
+    })
+}
+
+/// Appends one frame whose meta `write_meta` appends (false: it failed, and the meta is
+/// sent empty).
+fn encode_with(
+    out: &mut Vec<u8>,
+    kind: FrameType,
+    request_id: u64,
+    body: &[u8],
+    write_meta: impl FnOnce(&mut Vec<u8>) -> bool,
+) -> Result<(), EncodeError> {
     let body_len = body_len_u32(body.len())?;
     let start = out.len();
     put_header(out, kind, request_id, 0, body_len);
     let meta_start = out.len();
-    if let Err(e) = serde_json::to_writer(&mut *out, meta) {
-        // Only possible for a Serialize impl that refuses (e.g. non-string map keys): a
-        // programming error. Send `{}` rather than a half-written meta.
-        log::error!("could not serialize {kind} meta: {e}");
+    if !write_meta(out) {
         out.truncate(meta_start);
     }
     let meta_len = match meta_len_u32(out.len() - meta_start) {

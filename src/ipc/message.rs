@@ -65,6 +65,63 @@ pub struct RequestMeta {
     pub context: serde_json::Value,
 }
 
+impl RequestMeta {
+    /// Exactly serde's JSON for this struct (its field order; `proptests` checks it byte
+    /// for byte), written without serde's per-byte escaping loop: every request carries
+    /// one, and its strings almost never need an escape (a string that does goes to
+    /// serde_json).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"method\":");
+        json_str(out, &self.method);
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, &self.path);
+        out.extend_from_slice(b",\"query\":");
+        match &self.query {
+            Some(q) => json_str(out, q),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"headers\":[");
+        for (i, (name, value)) in self.headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'[');
+            json_str(out, name);
+            out.push(b',');
+            json_str(out, value);
+            out.push(b']');
+        }
+        out.extend_from_slice(b"],\"remote_addr\":");
+        json_str(out, &self.remote_addr);
+        out.extend_from_slice(b",\"remote_port\":");
+        out.extend_from_slice(self.remote_port.to_string().as_bytes());
+        out.extend_from_slice(b",\"http_version\":");
+        json_str(out, &self.http_version);
+        out.extend_from_slice(b",\"x_request_id\":");
+        json_str(out, &self.x_request_id);
+        out.extend_from_slice(if self.forwarded { b",\"forwarded\":true" } else { b",\"forwarded\":false" });
+        out.extend_from_slice(b",\"context\":");
+        if self.context.is_null() {
+            out.extend_from_slice(b"null");
+        } else if serde_json::to_writer(&mut *out, &self.context).is_err() {
+            out.extend_from_slice(b"null"); // a Value always serializes; unreachable
+        }
+        out.push(b'}');
+    }
+}
+
+/// A JSON string as serde_json writes it: copied between quotes when nothing in it needs
+/// an escape (controls, `"`, `\\`; serde_json leaves the rest of UTF-8 as is).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, s).is_err() {
+        out.extend_from_slice(b"\"\""); // writing to a Vec cannot fail; unreachable
+    }
+}
+
 /// `RESPONSE` and `STREAM_START` meta.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ResponseMeta {

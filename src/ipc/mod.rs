@@ -11,7 +11,7 @@ mod proptests;
 
 pub use frame::{
     EncodeError, Frame, FrameDecoder, FrameError, FrameType, HEADER_LEN, MAGIC, MAX_BODY_LEN, MAX_META_LEN, VERSION,
-    encode_empty, encode_frame, encode_json, frame_limit_for_body,
+    encode_empty, encode_frame, encode_json, encode_request, frame_limit_for_body,
 };
 pub use message::{
     ConfigMeta, CreditMeta, FlowMeta, ForwardMeta, HeartbeatMeta, HelloMeta, LEGACY_MAX_FRAME_BYTES, LogMeta,

@@ -98,4 +98,25 @@ proptest! {
             None => prop_assert_eq!(err, None),
         }
     }
+
+    /// The REQUEST meta's hand-written JSON is serde's, byte for byte, whatever the
+    /// strings hold (quotes, backslashes, controls, any UTF-8).
+    #[test]
+    fn request_meta_json_is_serdes(
+        method in ".{0,8}", path in ".{0,40}", query in proptest::option::of(".{0,20}"),
+        headers in prop::collection::vec((".{0,12}", ".{0,30}"), 0..5),
+        remote_addr in ".{0,16}", remote_port in any::<u16>(), http_version in ".{0,4}",
+        x_request_id in ".{0,20}", forwarded in any::<bool>(), context in prop_oneof![
+            Just(serde_json::Value::Null),
+            ".{0,10}".prop_map(|s| serde_json::json!({"user": s, "n": 3})),
+        ],
+    ) {
+        let meta = super::RequestMeta {
+            method, path, query, headers, remote_addr, remote_port, http_version, x_request_id, forwarded, context,
+        };
+        let mut ours = Vec::new();
+        meta.write_json(&mut ours);
+        let serdes = serde_json::to_vec(&meta).unwrap();
+        prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&serdes));
+    }
 }
