@@ -76,6 +76,31 @@ class Frame:
             TYPE_NAMES.get(self.type, self.type), self.request_id, self.meta, len(self.body))
 
 
+def fast_json(ensure_ascii, item_sep, key_sep):
+    """`json.dumps(obj, ensure_ascii=..., separators=...)` as one function, without the
+    Python layers dumps/encode/iterencode add per call (dumps with arguments even builds a
+    JSONEncoder per call): the C encoder, built per call with fresh circular-reference
+    markers as iterencode does. Checked against JSONEncoder at import; where the C
+    encoder is missing or differs, JSONEncoder.encode."""
+    encoder = json.JSONEncoder(ensure_ascii=ensure_ascii, separators=(item_sep, key_sep))
+    make = getattr(json.encoder, "c_make_encoder", None)
+    strings = json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
+
+    def fast(obj):
+        return "".join(make({}, encoder.default, strings, None, key_sep, item_sep, False, False, True)(obj, 0))
+
+    probe = {"a": [1, 2.5, "\u00e9\"\n", None, True, {"b": -3}], "c": 1e300}
+    try:
+        if make is not None and fast(probe) == encoder.encode(probe):
+            return fast
+    except Exception:
+        pass
+    return encoder.encode
+
+
+_meta_json = fast_json(False, ",", ":")
+
+
 def encode_meta(meta):
     """Compact JSON, non-ASCII kept as UTF-8 (what serde_json writes); `{}`/None -> b''.
     `bytes`/`str` are taken as already-encoded JSON text."""
@@ -85,7 +110,7 @@ def encode_meta(meta):
         return meta.encode("utf-8")
     if not meta:
         return b""
-    return json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _meta_json(meta).encode("utf-8")
 
 
 def encode_frame(ftype, request_id=0, meta=None, body=b""):

@@ -77,11 +77,39 @@ _ENVIRON_BASE = {
 }
 
 
+# Per-request work that depends only on a header name, a Host value or the HTTP version
+# is memoised: the same few recur on every request. Bounded, since clients choose them.
+_MEMO_MAX = 512
+_HTTP_KEYS = {}     # header name -> its HTTP_* environ key
+_HOSTS = {}         # (Host value, default port) -> (SERVER_NAME, SERVER_PORT)
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
+def _http_key(name):
+    key = _HTTP_KEYS.get(name)
+    if key is None:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if len(_HTTP_KEYS) < _MEMO_MAX:
+            _HTTP_KEYS[name] = key
+    return key
+
+
+def _server_of(host, default_port):
+    memo = (host, default_port)
+    server = _HOSTS.get(memo)
+    if server is None:
+        server = _split_host(host, default_port)
+        if len(_HOSTS) < _MEMO_MAX:
+            _HOSTS[memo] = server
+    return server
+
+
 def build_environ(meta, body, errors, mount=None):
     """PEP 3333 environ of one REQUEST. `mount`: the SCRIPT_NAME prefix (a worker reads
     it from its environment once; None reads it now)."""
-    scheme = meta.get("scheme") or "http"
-    path = meta.get("path") or "/"
+    get = meta.get
+    scheme = get("scheme") or "http"
+    path = get("path") or "/"
     # PEP 3333: the percent-decoded bytes as a latin-1 "native string".
     if "%" in path or not path.isascii():
         path_info = unquote_to_bytes(_latin1(path)).decode("latin-1")
@@ -94,27 +122,31 @@ def build_environ(meta, body, errors, mount=None):
         path_info = path_info[len(script_name):]
     else:
         script_name = ""
-    environ = _ENVIRON_BASE.copy()
-    environ.update({
-        "REQUEST_METHOD": meta.get("method") or "GET",
+    version = get("http_version") or "1.1"
+    addr = get("remote_addr")
+    port = get("remote_port")
+    forwarded = get("forwarded")
+    environ = {
+        **_ENVIRON_BASE,
+        "REQUEST_METHOD": get("method") or "GET",
         "SCRIPT_NAME": script_name,
         "PATH_INFO": path_info,
-        "QUERY_STRING": meta.get("query") or "",
-        "SERVER_PROTOCOL": "HTTP/%s" % (meta.get("http_version") or "1.1"),
-        "REMOTE_ADDR": str(meta.get("remote_addr") or ""),
-        "REMOTE_PORT": str(meta.get("remote_port") or ""),
+        "QUERY_STRING": get("query") or "",
+        "SERVER_PROTOCOL": _PROTOCOLS.get(version) or "HTTP/%s" % (version,),
+        "REMOTE_ADDR": addr if addr.__class__ is str else str(addr or ""),
+        "REMOTE_PORT": str(port or ""),
         "wsgi.url_scheme": scheme,
         "wsgi.input": io.BytesIO(body),
         "wsgi.errors": errors,
-        "rustworkers.x_request_id": meta.get("x_request_id"),
-        "rustworkers.context": meta.get("context"),
-        "rustworkers.forwarded": bool(meta.get("forwarded")),
-    })
+        "rustworkers.x_request_id": get("x_request_id"),
+        "rustworkers.context": get("context"),
+        "rustworkers.forwarded": bool(forwarded),
+    }
     host = None
     has_length = False
-    for name, value in meta.get("headers") or ():
-        name = str(name).lower()
-        value = str(value).strip()
+    for name, value in get("headers") or ():
+        name = (name if name.__class__ is str else str(name)).lower()
+        value = (value if value.__class__ is str else str(value)).strip()
         if name == "host" and host is None:
             host = value
         if name == "content-type":
@@ -125,7 +157,7 @@ def build_environ(meta, body, errors, mount=None):
             continue
         if "_" in name:
             continue  # ambiguous with '-' once mapped: dropped, as gunicorn/nginx do
-        key = "HTTP_" + name.upper().replace("-", "_")
+        key = _http_key(name)
         if key in environ:
             sep = "; " if name == "cookie" else ","
             environ[key] = environ[key] + sep + value
@@ -133,10 +165,9 @@ def build_environ(meta, body, errors, mount=None):
             environ[key] = value
     if body or has_length:
         environ["CONTENT_LENGTH"] = str(len(body))
-    if meta.get("forwarded") and "CONTENT_TYPE" not in environ and meta.get("content_type"):
+    if forwarded and "CONTENT_TYPE" not in environ and get("content_type"):
         environ["CONTENT_TYPE"] = meta["content_type"]
-    default_port = "443" if scheme == "https" else "80"
-    environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(host, default_port)
+    environ["SERVER_NAME"], environ["SERVER_PORT"] = _server_of(host, "443" if scheme == "https" else "80")
     return environ
 
 
