@@ -249,8 +249,9 @@ mod beneath {
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
     thread_local! {
-        /// Mount roots opened as O_PATH directories, one per root (the dispatcher is
-        /// single-threaded; tests get one table per thread).
+        /// Mount roots opened as O_PATH directories, one per root and event loop (each
+        /// loop is a thread with its own table, closed when the loop ends; tests get one
+        /// table per thread).
         static ROOTS: RefCell<HashMap<PathBuf, OwnedFd>> = RefCell::new(HashMap::new());
     }
 
