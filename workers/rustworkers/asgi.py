@@ -198,9 +198,8 @@ def response_head(message):
     for name, value in message.get("headers") or ():
         name = (name if name.__class__ is bytes else bytes(name)).decode("latin-1")
         value = (value if value.__class__ is bytes else bytes(value)).decode("latin-1")
-        if "\r" in name or "\n" in name or "\0" in name or not _clean(value):
-            continue
-        pairs.append([name, value])
+        if _clean(name) and _clean(value):
+            pairs.append([name, value])
     return {"status": status, "headers": pairs}
 
 

@@ -180,7 +180,7 @@ def ws_payload(frame):
 
 # json.loads without its Python layers (loads -> decode -> raw_decode): the C scanner.
 _scan_json = json.JSONDecoder().scan_once
-_JSON_WS = b" \t\n\r"
+_JSON_WS = " \t\n\r"  # what JSON calls whitespace (str.strip() would take more)
 
 
 def _decode_meta(meta_b):
@@ -189,14 +189,14 @@ def _decode_meta(meta_b):
     try:
         text = meta_b.decode("utf-8")
         start = 0
-        if text[0] in " \t\n\r":
-            start = len(text) - len(text.lstrip(" \t\n\r"))
+        if text[0] in _JSON_WS:
+            start = len(text) - len(text.lstrip(_JSON_WS))
         meta, end = _scan_json(text, start)
     except (UnicodeDecodeError, ValueError, IndexError) as err:
         raise ProtocolError("meta is not JSON: %s" % err) from None
     except StopIteration as err:
         raise ProtocolError("meta is not JSON: nothing to decode at %d" % err.value) from None
-    if end != len(text) and text[end:].strip(" \t\n\r"):
+    if end != len(text) and text[end:].strip(_JSON_WS):
         raise ProtocolError("meta is not JSON: extra data at %d" % end)
     if meta.__class__ is not dict:
         raise ProtocolError("meta is not a JSON object")
