@@ -216,9 +216,7 @@ impl Dispatcher {
                         "stopped before it was ready"
                     };
                     warn!("fork-server of pool {} (pid {}) {what}: {e}", self.pools[p.0].name(), fs.pid);
-                    self.stop_forkserver(p, now);
-                    self.dirty.manage = true;
-                    return;
+                    return self.give_up_forkserver(p, now);
                 }
             };
             match std::mem::replace(&mut fs.state, ForkServerState::Ready) {
@@ -231,9 +229,7 @@ impl Dispatcher {
                         }
                         _ => {
                             warn!("fork-server of pool {}: not a ready line: killed", self.pools[p.0].name());
-                            self.stop_forkserver(p, now);
-                            self.dirty.manage = true;
-                            return;
+                            return self.give_up_forkserver(p, now);
                         }
                     }
                 }
@@ -246,7 +242,8 @@ impl Dispatcher {
                                 self.pools[p.0].name(),
                                 fs.pid
                             );
-                            self.stop_forkserver(p, now);
+                            // The next manage starts that slot's worker without it.
+                            return self.give_up_forkserver(p, now);
                         }
                     }
                     // The pool's next empty slot, if any, is asked for now.
@@ -254,12 +251,17 @@ impl Dispatcher {
                 }
                 ForkServerState::Ready => {
                     warn!("fork-server of pool {}: an answer nobody asked for: killed", self.pools[p.0].name());
-                    self.stop_forkserver(p, now);
-                    self.dirty.manage = true;
-                    return;
+                    return self.give_up_forkserver(p, now);
                 }
             }
         }
+    }
+
+    /// A fork-server that broke its protocol or failed a request: stopped, and the pools
+    /// managed again (its slots start workers the ordinary way until a new one is ready).
+    fn give_up_forkserver(&mut self, p: PoolId, now: Instant) {
+        self.stop_forkserver(p, now);
+        self.dirty.manage = true;
     }
 
     /// Ask pool `p`'s fork-server for a worker for `slot`; the answer arrives as an event
