@@ -11,16 +11,16 @@ use crate::util::{Client, TestServer, get};
 
 const READY: Duration = Duration::from_secs(15);
 
+/// `[server]` with `threads` loops, for a config that follows.
+fn server_head(threads: usize) -> String {
+    format!("[server]\nbind = [\"127.0.0.1:0\"]\naccess_log = \"off\"\nthreads = {threads}\n")
+}
+
 fn server(threads: usize) -> TestServer {
     let dir = crate::util::TempDir::new();
     dir.write("www/small.txt", "static bytes\n");
     let config = format!(
-        r#"
-[server]
-bind = ["127.0.0.1:0"]
-access_log = "off"
-threads = {threads}
-
+        r#"{head}
 [[static]]
 prefix = "/files/"
 path = "{{dir}}/www"
@@ -48,7 +48,8 @@ routes = ["/api/**"]
 python = "items_worker:ItemsWorker"
 module_path = ["{{repo}}/examples"]
 num_workers = 1
-"#
+"#,
+        head = server_head(threads)
     );
     let s = TestServer::start_in(dir, &config);
     assert_eq!(s.wait_ready("items", 1, READY).len(), 1, "pool not ready; log:\n{}", s.log());
@@ -164,13 +165,8 @@ fn one_loop_runs_one_thread() {
 
 #[test]
 fn a_websocket_upgrade_on_a_front_connection_is_served_by_the_main_loop() {
-    let s = TestServer::start(
-        r#"
-[server]
-bind = ["127.0.0.1:0"]
-access_log = "off"
-threads = 2
-
+    let s = TestServer::start(&format!(
+        r#"{}
 [[sync]]
 path = "/status"
 kind = "status"
@@ -187,10 +183,11 @@ kind = "metrics"
 name = "chat"
 routes = ["/ws/**"]
 python = "ws_worker:ChatWorker"
-module_path = ["{repo}/tests/fixtures/python"]
+module_path = ["{{repo}}/tests/fixtures/python"]
 num_workers = 1
 "#,
-    );
+        server_head(2)
+    ));
     assert_eq!(s.wait_ready("chat", 1, READY).len(), 1, "pool not ready; log:\n{}", s.log());
     for round in 0..10 {
         let mut c = Client::connect(&s.addr);
@@ -215,18 +212,7 @@ num_workers = 1
 
 #[test]
 fn a_reload_cannot_add_a_native_pool_to_several_loops() {
-    let s = TestServer::start(
-        r#"
-[server]
-bind = ["127.0.0.1:0"]
-access_log = "off"
-threads = 2
-
-[[sync]]
-path = "/live"
-kind = "live"
-"#,
-    );
+    let s = TestServer::start(&format!("{}\n[[sync]]\npath = \"/live\"\nkind = \"live\"\n", server_head(2)));
     let config = std::fs::read_to_string(s.dir.path().join("config.toml")).expect("config");
     s.dir.write(
         "config.toml",

@@ -731,16 +731,7 @@ fn a_hung_forkserver_is_given_up_and_workers_start_without_it() {
 /// for most of the 250 ms.
 #[test]
 fn a_fork_request_never_blocks_the_loop() {
-    let s = start_pool(
-        "fx",
-        r#"routes = ["/fx/**"]
-python = "rw_fixture_worker:FixtureWorker"
-module_path = ["{repo}/tests/fixtures/python"]
-num_workers = 1
-preload = true
-max_restarts = 100
-"#,
-    );
+    let s = fixture_server_n(1, "preload = true\nmax_restarts = 100");
     let workers = s.wait_ready("fx", 1, READY);
     let fs = forkserver_pid(&s, &workers);
     crate::util::kill(fs, libc::SIGSTOP);
