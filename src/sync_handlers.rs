@@ -150,11 +150,7 @@ pub fn metrics(s: &ServerStatus) -> SyncResponse {
     for (i, n) in m.loop_requests.iter().enumerate() {
         let _ = writeln!(out, "rustworkers_loop_requests_total{{loop=\"{i}\"}} {n}");
     }
-    let _ = writeln!(
-        out,
-        "# TYPE rustworkers_handoffs_total counter\nrustworkers_handoffs_total {}",
-        m.handoffs_total
-    );
+    let _ = writeln!(out, "# TYPE rustworkers_handoffs_total counter\nrustworkers_handoffs_total {}", m.handoffs_total);
     let _ = writeln!(out, "# TYPE rustworkers_connections gauge\nrustworkers_connections {}", s.connections);
     let _ = writeln!(out, "# TYPE rustworkers_pool_responses_total counter");
     for class in 1..=5 {

@@ -88,8 +88,11 @@ fn keep_alive_connections_move_to_the_main_loop_with_their_pipeline_intact() {
         raw.extend_from_slice(b"GET /files/small.txt HTTP/1.1\r\nHost: x\r\n\r\n");
         raw.extend_from_slice(b"GET /api/hello HTTP/1.1\r\nHost: x\r\n\r\n");
         raw.extend_from_slice(
-            format!("POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len())
-                .as_bytes(),
+            format!(
+                "POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
         );
         raw.extend_from_slice(body);
         raw.extend_from_slice(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");

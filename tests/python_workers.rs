@@ -634,7 +634,12 @@ fn ppid_and_sid(pid: i32) -> (i32, i32) {
 /// The fork-server: the server's one child that is not a ready worker.
 fn forkserver_pid(s: &TestServer, workers: &[i32]) -> i32 {
     let others: Vec<i32> = s.children().into_iter().filter(|p| !workers.contains(p)).collect();
-    assert_eq!(others.len(), 1, "expected one fork-server beside the workers {workers:?}: {others:?}; log:\n{}", s.log());
+    assert_eq!(
+        others.len(),
+        1,
+        "expected one fork-server beside the workers {workers:?}: {others:?}; log:\n{}",
+        s.log()
+    );
     others[0]
 }
 
@@ -703,7 +708,12 @@ fn sigkill_of_the_forkserver_keeps_its_workers_and_a_new_one_takes_over() {
         let now = s.worker_pids("fx");
         now.len() == 2 && !now.contains(&workers[1])
     });
-    assert_eq!(s.log_count("by the fork-server"), 3, "the replacement came from the new fork-server; log:\n{}", s.log());
+    assert_eq!(
+        s.log_count("by the fork-server"),
+        3,
+        "the replacement came from the new fork-server; log:\n{}",
+        s.log()
+    );
 }
 
 #[test]

@@ -175,7 +175,10 @@ pub(super) fn validate_pool(
     }
     let preload = raw.preload.unwrap_or(false);
     if preload && raw.python.is_none() && raw.wsgi.is_none() && raw.asgi.is_none() {
-        errs.push(invalid(k("preload"), "preload is for python, wsgi and asgi pools (a fork-server imports the app once)"));
+        errs.push(invalid(
+            k("preload"),
+            "preload is for python, wsgi and asgi pools (a fork-server imports the app once)",
+        ));
     }
     let prefetch = raw.prefetch.unwrap_or(DEFAULT_PREFETCH);
     if !(0..=MAX_PREFETCH).contains(&prefetch) {

@@ -578,7 +578,10 @@ impl Conn {
                 return if closing { Flush::Close } else { Flush::Idle };
             }
             let file_follows = self.out_pos < self.out.len()
-                && self.slots.front().is_some_and(|s| s.buf.is_empty() && s.file.as_ref().is_some_and(|f| f.remaining >= SENDFILE_MIN));
+                && self
+                    .slots
+                    .front()
+                    .is_some_and(|s| s.buf.is_empty() && s.file.as_ref().is_some_and(|f| f.remaining >= SENDFILE_MIN));
             let wrote = if file_follows {
                 self.stream.write_more(&self.out[self.out_pos..])
             } else {

@@ -77,7 +77,9 @@ pub(super) enum PoolForkServer {
     None,
     Running(Box<ForkServer>),
     /// Died or failed: workers start the ordinary way until a new one is started then.
-    Down { retry_at: Instant },
+    Down {
+        retry_at: Instant,
+    },
 }
 
 impl Dispatcher {
@@ -220,19 +222,17 @@ impl Dispatcher {
                 }
             };
             match std::mem::replace(&mut fs.state, ForkServerState::Ready) {
-                ForkServerState::Starting { .. } => {
-                    match serde_json::from_slice::<spawn::forkserver::Ready>(&line) {
-                        Ok(ready) if ready.ready => {
-                            info!("fork-server of pool {} ready (pid {})", self.pools[p.0].name(), ready.pid);
-                            self.dirty.pools.push(p);
-                            self.dirty.manage = true;
-                        }
-                        _ => {
-                            warn!("fork-server of pool {}: not a ready line: killed", self.pools[p.0].name());
-                            return self.give_up_forkserver(p, now);
-                        }
+                ForkServerState::Starting { .. } => match serde_json::from_slice::<spawn::forkserver::Ready>(&line) {
+                    Ok(ready) if ready.ready => {
+                        info!("fork-server of pool {} ready (pid {})", self.pools[p.0].name(), ready.pid);
+                        self.dirty.pools.push(p);
+                        self.dirty.manage = true;
                     }
-                }
+                    _ => {
+                        warn!("fork-server of pool {}: not a ready line: killed", self.pools[p.0].name());
+                        return self.give_up_forkserver(p, now);
+                    }
+                },
                 ForkServerState::Forking { slot, pending, .. } => {
                     match spawn::forkserver::take_answer(pending, &line) {
                         Ok(worker) => self.spawn_worker(p, slot, Some(worker), now),
@@ -294,7 +294,8 @@ impl Dispatcher {
     /// children); the reap forgets its pid. A preload pool gets a new one later.
     pub(super) fn stop_forkserver(&mut self, p: PoolId, now: Instant) {
         let Some(slot) = self.forkservers.get_mut(p.0) else { return };
-        let PoolForkServer::Running(fs) = std::mem::replace(slot, PoolForkServer::Down { retry_at: now + RESTART_DELAY })
+        let PoolForkServer::Running(fs) =
+            std::mem::replace(slot, PoolForkServer::Down { retry_at: now + RESTART_DELAY })
         else {
             return;
         };

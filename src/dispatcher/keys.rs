@@ -25,4 +25,3 @@ impl fmt::Display for ReqId {
         self.0.fmt(f)
     }
 }
-

@@ -167,7 +167,8 @@ impl Source for Listener {
         #[cfg(target_os = "linux")]
         if self.shared {
             // SAFETY: plain syscall on descriptors we own.
-            let rc = unsafe { libc::epoll_ctl(r.as_raw_fd(), libc::EPOLL_CTL_DEL, self.raw_fd(), std::ptr::null_mut()) };
+            let rc =
+                unsafe { libc::epoll_ctl(r.as_raw_fd(), libc::EPOLL_CTL_DEL, self.raw_fd(), std::ptr::null_mut()) };
             return if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
         }
         match &mut self.socket {
@@ -182,10 +183,8 @@ impl Source for Listener {
 /// registrations (the loop accepts until EAGAIN). Elsewhere every loop is woken.
 #[cfg(target_os = "linux")]
 fn epoll_exclusive(r: &Registry, fd: i32, t: Token) -> io::Result<()> {
-    let mut event = libc::epoll_event {
-        events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32,
-        u64: t.0 as u64,
-    };
+    let mut event =
+        libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32, u64: t.0 as u64 };
     // SAFETY: plain syscall on descriptors we own; `event` outlives the call.
     if unsafe { libc::epoll_ctl(r.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
         return Err(io::Error::last_os_error());

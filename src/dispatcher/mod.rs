@@ -46,10 +46,10 @@ use crate::config::Config;
 use crate::extensions::Extensions;
 use crate::pool::Pool;
 
+use crate::idmap::{IdMap, IdSet};
 use budget::Budget;
 pub use connection::Conn;
 use connection::{Clocks, Expiry, Flush, SocketRead};
-use crate::idmap::{IdMap, IdSet};
 pub use keys::{ConnKey, PoolId, ReqId, WorkerKey};
 use listeners::Listener;
 use loops::{Parsed, Role, Shared};
@@ -211,10 +211,16 @@ impl Dirty {
 /// Error that stops the server from starting.
 #[derive(Debug)]
 pub enum RunError {
-    Bind { addr: String, error: io::Error },
+    Bind {
+        addr: String,
+        error: io::Error,
+    },
     Poll(io::Error),
     Signals(io::Error),
-    UnknownNativeWorker { pool: String, name: String },
+    UnknownNativeWorker {
+        pool: String,
+        name: String,
+    },
     /// A front event loop ended while the server ran (a bug: it panicked). The server
     /// stopped fast, so that a supervisor restarts it whole.
     LoopDied(usize),
@@ -316,8 +322,7 @@ fn become_subreaper() -> Subreaper {
 impl Dispatcher {
     /// Bind every address, set up signals, start every pool's workers.
     pub fn new(config: Config, ext: Extensions) -> Result<Dispatcher, RunError> {
-        let subreaper =
-            if config.pools.iter().any(|p| p.preload) { become_subreaper() } else { Subreaper::NotTried };
+        let subreaper = if config.pools.iter().any(|p| p.preload) { become_subreaper() } else { Subreaper::NotTried };
         for pool in &config.pools {
             if let crate::config::WorkerKind::Native(name) = &pool.worker
                 && !crate::worker::is_registered(name)
@@ -544,9 +549,7 @@ impl Dispatcher {
         }
         let now = Instant::now();
         loop {
-            if self.shared.open_conns.load(std::sync::atomic::Ordering::Relaxed)
-                >= self.config.server.max_connections
-            {
+            if self.shared.open_conns.load(std::sync::atomic::Ordering::Relaxed) >= self.config.server.max_connections {
                 // Leave the rest in the kernel backlog; retried when the timer fires.
                 self.pause_accepting(now);
                 return;

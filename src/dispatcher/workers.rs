@@ -18,6 +18,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::forkservers::ForkAsk;
 use super::output::{Capture, OutputPipe, Turn, Which};
 use super::timers::{Armed, Timer};
 use super::{
@@ -28,7 +29,6 @@ use crate::config::WorkerKind;
 use crate::ipc::{self, ConfigMeta, Event, Frame, FrameDecoder, FrameOrder, FrameType};
 use crate::pool::{AfterExit, Exit};
 use crate::spawn::{self, Program, SpawnSpec, SpawnedWorker};
-use super::forkservers::ForkAsk;
 
 /// Bytes read from one reply pipe per turn (the rest next turn).
 const REPLY_TURN_BUDGET: usize = 1 << 20;

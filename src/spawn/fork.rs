@@ -76,9 +76,7 @@ pub(super) struct Spawned {
 pub(super) fn spawn(plan: Plan) -> Result<SpawnedWorker, SpawnError> {
     let target = plan.target.clone();
     let s = spawn_with(plan, false)?;
-    let Channel::Pipes { request_w, reply_r } = s.channel else {
-        unreachable!("spawn_with(.., false) makes pipes")
-    };
+    let Channel::Pipes { request_w, reply_r } = s.channel else { unreachable!("spawn_with(.., false) makes pipes") };
     let io = (|| -> std::io::Result<SpawnedWorker> {
         let request_tx = mio::unix::pipe::Sender::from(request_w);
         let reply_rx = mio::unix::pipe::Receiver::from(reply_r);
@@ -89,7 +87,11 @@ pub(super) fn spawn(plan: Plan) -> Result<SpawnedWorker, SpawnError> {
     io.map_err(|e| {
         let _ = nix::sys::signal::kill(s.pid, nix::sys::signal::Signal::SIGKILL);
         reap(s.pid);
-        SpawnError::Os { target, call: "set O_NONBLOCK", errno: e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO) }
+        SpawnError::Os {
+            target,
+            call: "set O_NONBLOCK",
+            errno: e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO),
+        }
     })
 }
 
@@ -100,11 +102,11 @@ pub(super) fn spawn_with(plan: Plan, control: bool) -> Result<Spawned, SpawnErro
     // 0..=4 (which clears CLOEXEC on the copies). A fork-server gets one socket instead
     // of the two frame pipes.
     let (channel, child_3, child_4) = if control {
-        let (parent, child) = std::os::unix::net::UnixStream::pair().map_err(|e| {
-            os("socketpair", e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO))
-        })?;
+        let (parent, child) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| os("socketpair", e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO)))?;
         let child = OwnedFd::from(child);
-        let child_dup = child.try_clone().map_err(|e| os("dup", e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO)))?;
+        let child_dup =
+            child.try_clone().map_err(|e| os("dup", e.raw_os_error().map(Errno::from_raw).unwrap_or(Errno::EIO)))?;
         (Channel::Control(parent), child, child_dup)
     } else {
         let (request_r, request_w) = cloexec_pipe().map_err(|e| os("pipe", e))?;

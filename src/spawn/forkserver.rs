@@ -78,8 +78,9 @@ pub fn ask_fork(sock: &mut UnixStream, worker_id: usize) -> io::Result<PendingFo
     let iov = [io::IoSlice::new(line.as_bytes())];
     // The socket is empty (one request at a time, each answered before the next): the
     // short line goes whole, or the fork-server is given up on.
-    let sent = sendmsg::<()>(sock.as_fd().as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map_err(io::Error::from)?;
+    let sent =
+        sendmsg::<()>(sock.as_fd().as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+            .map_err(io::Error::from)?;
     if sent < line.len() {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "the fork request did not fit its socket"));
     }
