@@ -353,7 +353,12 @@ impl Dispatcher {
                 self.handle_request(key, req, route, now);
             }
             Handed::Head { send_continue } => {
-                if self.judge_head(key, now)
+                let head = self.conns.get(key.0).and_then(|c| c.reader.pending_head().cloned());
+                let proceeds = head.is_none_or(|req| {
+                    let route = self.route(&req);
+                    self.judge_head(key, &req, &route, now)
+                });
+                if proceeds
                     && send_continue
                     && let Some(c) = self.conns.get_mut(key.0)
                 {

@@ -79,18 +79,15 @@ impl Dispatcher {
             let event = conn.reader.poll();
             if matches!(event, Ok(ReadEvent::NeedMore | ReadEvent::SendContinue))
                 && !conn.head_checked
-                && conn.reader.pending_head().is_some()
+                && let Some(req) = conn.reader.pending_head().cloned()
             {
-                let head = match self.role {
-                    Role::Front(_) => self.conns.get(key.0).and_then(|c| c.reader.pending_head().cloned()),
-                    Role::Main(_) => None,
-                };
-                if head.is_some_and(|req| self.belongs_to_main(&self.route(&req))) {
+                let route = self.route(&req);
+                if self.belongs_to_main(&route) {
                     // A front loop: the main loop judges this head (and sends the 100).
                     let send_continue = matches!(event, Ok(ReadEvent::SendContinue));
                     return Parsed::HandOff(Handed::Head { send_continue });
                 }
-                if !self.judge_head(key, now) {
+                if !self.judge_head(key, &req, &route, now) {
                     return Parsed::Stay;
                 }
             }
@@ -135,20 +132,17 @@ impl Dispatcher {
         Parsed::Stay
     }
 
-    /// Judge the head whose body is arriving on `key` (`check_head`), once; a refused
-    /// one is answered and the connection closes after it. Whether it proceeds.
-    pub(super) fn judge_head(&mut self, key: ConnKey, now: Instant) -> bool {
+    /// Judge `req`, the head whose body is arriving on `key` and goes to `route`
+    /// (`check_head`); the connection's head is then checked. A refused one is answered
+    /// and the connection closes after it. Whether it proceeds.
+    pub(super) fn judge_head(&mut self, key: ConnKey, req: &Request, route: &Route, now: Instant) -> bool {
         let Some(conn) = self.conns.get_mut(key.0) else { return false };
-        let Some(req) = conn.reader.pending_head().cloned() else { return true };
-        if conn.head_checked {
-            return true;
-        }
         conn.head_checked = true;
-        let HeadCheck::Refuse { status, body } = self.check_head(&req) else { return true };
+        let HeadCheck::Refuse { status, body } = self.check_head(req, route) else { return true };
         if status == 503 {
             self.budget_refusals.note(now);
         }
-        let to = self.reply_to(key, &req, now, false);
+        let to = self.reply_to(key, req, now, false);
         // The body is never read: the connection closes after this answer.
         self.reply_json(key, &to, status, &body);
         if let Some(conn) = self.conns.get_mut(key.0) {
@@ -160,8 +154,8 @@ impl Dispatcher {
     /// Judge a head whose body is still arriving: the auth answer the request would get
     /// (a 401 must not wait for, or follow a 100 Continue for, an upload), and whether
     /// the declared body fits the memory budget (503 if not: the client may retry).
-    fn check_head(&self, req: &Request) -> HeadCheck {
-        let needs_key = match self.route(req) {
+    fn check_head(&self, req: &Request, route: &Route) -> HeadCheck {
+        let needs_key = match *route {
             Route::Sync(i) => self.config.syncs[i].auth,
             Route::Pool(_) => true,
             _ => false,
